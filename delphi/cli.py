@@ -1,0 +1,152 @@
+"""The `delphi` command (also `python -m delphi`): thin argparse faces over plain functions.
+
+Heavy libraries are imported inside each command, so `delphi --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from delphi import __version__
+from delphi.errors import DelphiError
+
+
+def _corpus(args: argparse.Namespace) -> None:
+    from delphi.stories import write_corpus
+
+    info = write_corpus(
+        args.out_dir,
+        train_size=args.train_size,
+        validation_size=args.validation_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    for split, path in info["files"].items():
+        print(f"{split}: {info['counts'][split]} stories -> {path}")
+
+
+def _tokenizer(args: argparse.Namespace) -> None:
+    from delphi.tokenizer import train_tokenizer
+
+    out = train_tokenizer(
+        args.in_dataset,
+        feature=args.feature,
+        split=args.split,
+        vocab_size=args.vocab_size,
+        out_dir=args.out_dir,
+        out_repo=args.out_repo,
+        overwrite=args.overwrite,
+    )
+    print(f"tokenizer (vocab {out['vocab_size']}) written to {out['location']}")
+
+
+def _dataset(args: argparse.Namespace) -> None:
+    from delphi.sequences import tokenize_dataset
+
+    out = tokenize_dataset(
+        args.in_dataset,
+        feature=args.feature,
+        splits=args.split,
+        tokenizer=args.tokenizer,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        out_dir=args.out_dir,
+        out_repo=args.out_repo,
+        overwrite=args.overwrite,
+    )
+    for split, info in out["splits"].items():
+        print(
+            f"{split}: {info['documents']} documents, {info['tokens']} tokens -> "
+            f"{info['sequences']} sequences of {out['seq_len']} in {len(info['files'])} shard(s)"
+        )
+    print(f"written to {out['location']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="delphi",
+        description="Train tokenizers, tokenize corpora and train suites of small language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"delphi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "corpus",
+        help="write the embedded synthetic story corpus (train/validation parquet)",
+        description="Generate the embedded, deterministic corpus of simple English stories: "
+        "parquet files `train-00000.parquet` and `validation-00000.parquet` with column `story`. "
+        "Same seed and sizes give byte-identical files.",
+    )
+    p.add_argument("--out-dir", "-o", required=True, help="directory to write the parquet files to")
+    p.add_argument("--train-size", type=int, default=10_000, help="stories in the train split (default 10000)")
+    p.add_argument(
+        "--validation-size", type=int, default=1_000, help="stories in the validation split (default 1000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace files already in --out-dir")
+    p.set_defaults(func=_corpus)
+
+    p = sub.add_parser(
+        "tokenizer",
+        help="train a byte-level BPE tokenizer with <bos> <eos> <pad> at ids 0, 1, 2",
+        description="Train a reversible GPT-2-style byte-level BPE tokenizer on one text feature of a "
+        "dataset and save it so `transformers.AutoTokenizer.from_pretrained` loads it.",
+    )
+    p.add_argument("--in-dataset", "-i", required=True, help="local dir or file, or hub dataset id")
+    p.add_argument("--feature", "-f", required=True, help="name of the text column, e.g. story")
+    p.add_argument("--split", "-s", default="train", help="split, with optional slicing, e.g. 'train[:10%%]'")
+    p.add_argument("--vocab-size", "-v", type=int, required=True, help="vocabulary size, specials included")
+    p.add_argument("--out-dir", help="local directory to save the tokenizer to")
+    p.add_argument("--out-repo", help="hub model repo to push the tokenizer to, e.g. org/stories-tokenizer")
+    p.add_argument("--overwrite", action="store_true", help="replace a tokenizer already in --out-dir")
+    p.set_defaults(func=_tokenizer)
+
+    p = sub.add_parser(
+        "dataset",
+        help="tokenize a text dataset into fixed-length sequences (parquet shards)",
+        description="Tokenize documents, join them with <eos>, and cut the stream into sequences of "
+        "--seq-len tokens that start with <bos> and repeat the previous sequence's last token. "
+        "Writes `{split}-{index:05d}.parquet` shards with one column `tokens`.",
+    )
+    p.add_argument("--in-dataset", "-i", required=True, help="local dir or file, or hub dataset id")
+    p.add_argument("--feature", "-f", required=True, help="name of the text column, e.g. story")
+    p.add_argument(
+        "--split",
+        "-s",
+        nargs="+",
+        default=["train", "validation"],
+        help="one or more splits, with optional slicing (default: train validation)",
+    )
+    p.add_argument("--tokenizer", "-t", required=True, help="tokenizer directory or hub id")
+    p.add_argument("--seq-len", "-l", type=int, required=True, help="tokens per sequence, <bos> included")
+    p.add_argument("--batch-size", "-b", type=int, default=1000, help="documents encoded per batch")
+    p.add_argument(
+        "--chunk-size", "-c", type=int, default=200_000, help="max sequences per parquet shard (default 200000)"
+    )
+    p.add_argument("--out-dir", help="local directory for the shards")
+    p.add_argument("--out-repo", help="hub dataset repo to push the shards to (under data/)")
+    p.add_argument("--overwrite", action="store_true", help="replace shards already in --out-dir")
+    p.set_defaults(func=_dataset)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except DelphiError as e:
+        print(f"delphi {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"delphi {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

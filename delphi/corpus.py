@@ -1,0 +1,116 @@
+"""Load one split of a text (or token) dataset from a local dir, a local file, or a hub dataset id.
+
+Everything downstream (tokenizer training, tokenization, training data) goes through
+`load_split`, so every input that takes a path also takes a hub id, and split slicing
+(`train[:10%]`, `validation[100:200]`) works the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from delphi.errors import DelphiError
+
+# datasets' packaged builders, by file suffix
+_BUILDER_BY_SUFFIX = {
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+    ".json": "json",
+    ".jsonl": "json",
+    ".csv": "csv",
+    ".txt": "text",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def split_name(split: str) -> str:
+    """`train[:10%]` -> `train`: the split's name without datasets' slicing syntax."""
+    return split.split("[", 1)[0].strip()
+
+
+def is_hub_id(source: str) -> bool:
+    """True for `org/name` strings that do not exist as a local path."""
+    return not os.path.exists(source) and bool(_HUB_ID.match(source))
+
+
+def load_split(source: str | os.PathLike, split: str = "train", *, revision: str | None = None):
+    """Return `datasets.Dataset` for one (optionally sliced) split of `source`.
+
+    `source` is a local directory (parquet/json/csv/... files named by split, or a dataset saved
+    with `save_to_disk`), a single local data file (its rows become the named split), or a hub
+    dataset id `org/name`. Arrow-backed and memory-mapped: rows are read from disk on demand.
+    """
+    import datasets
+
+    source = str(source)
+    path = Path(source).expanduser()
+    try:
+        if path.is_file():
+            builder = _BUILDER_BY_SUFFIX.get(path.suffix.lower())
+            if builder is None:
+                raise DelphiError(
+                    f"cannot read {source!r}: unknown file type {path.suffix!r}; "
+                    f"expected one of {', '.join(sorted(_BUILDER_BY_SUFFIX))} or a directory"
+                )
+            name = split_name(split)
+            return datasets.load_dataset(builder, data_files={name: str(path)}, split=split)
+        if path.is_dir():
+            if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+                return _load_saved(path, split)
+            return datasets.load_dataset(str(path), split=split)
+        if path.exists() or not is_hub_id(source):
+            raise DelphiError(
+                f"input {source!r} is not a readable file or directory, nor a hub dataset id "
+                "of the form 'org/name'"
+            )
+        return datasets.load_dataset(source, split=split, revision=revision)
+    except DelphiError:
+        raise
+    except PermissionError as e:
+        raise DelphiError(f"input {source!r} is not readable: {e}") from e
+    except (ValueError, KeyError) as e:
+        msg = str(e)
+        if "split" in msg.lower() or "Unknown split" in msg:
+            raise DelphiError(f"split {split!r} not found in {source!r}: {msg}") from e
+        raise DelphiError(f"could not load {source!r} (split {split!r}): {msg}") from e
+    except FileNotFoundError as e:
+        raise DelphiError(f"no data files found in {source!r}: {e}") from e
+    except (ConnectionError, OSError) as e:
+        raise DelphiError(
+            f"could not load dataset {source!r} from the hub ({type(e).__name__}: {e}); "
+            "check the id, your network and HF_TOKEN, or pass a local path"
+        ) from e
+
+
+def _load_saved(path: Path, split: str):
+    """A dataset written by `save_to_disk` (DatasetDict or Dataset), sliced like load_dataset."""
+    import datasets
+
+    obj = datasets.load_from_disk(str(path))
+    name = split_name(split)
+    if isinstance(obj, datasets.DatasetDict):
+        if name not in obj:
+            raise DelphiError(f"split {name!r} not found in {str(path)!r}; available: {sorted(obj)}")
+        obj = obj[name]
+    if split != name:
+        # reuse datasets' own slicing parser for `name[...]`
+        (window,) = datasets.ReadInstruction.from_spec(split).to_absolute({name: len(obj)})
+        obj = obj.select(range(window.from_, window.to))
+    return obj
+
+
+def require_text_feature(ds, feature: str, source: str) -> None:
+    """Fail early, naming the columns that exist, if `feature` is missing or not a string column."""
+    if feature not in ds.column_names:
+        raise DelphiError(
+            f"feature {feature!r} not found in {source!r}; available columns: {ds.column_names}"
+        )
+    dtype = getattr(ds.features[feature], "dtype", None)
+    if dtype not in ("string", "large_string"):
+        raise DelphiError(
+            f"feature {feature!r} in {source!r} has type {ds.features[feature]}, expected a string column"
+        )
+    if len(ds) == 0:
+        raise DelphiError(f"split of {source!r} is empty: nothing to read from feature {feature!r}")
