@@ -68,11 +68,18 @@ def load_split(source: str | os.PathLike, split: str = "train", *, revision: str
         return datasets.load_dataset(source, split=split, revision=revision)
     except DelphiError:
         raise
+    except datasets.exceptions.DatasetGenerationError as e:
+        cause = e.__cause__ or e
+        if "BatchSize must be greater than 0" in str(cause):  # how datasets reads a 0-row parquet file
+            raise DelphiError(f"split {split!r} of {source!r} is empty (its data files hold no rows)") from e
+        raise DelphiError(f"could not read {source!r} (split {split!r}): {cause}") from e
     except PermissionError as e:
         raise DelphiError(f"input {source!r} is not readable: {e}") from e
     except (ValueError, KeyError) as e:
         msg = str(e)
-        if "split" in msg.lower() or "Unknown split" in msg:
+        if "corresponds to no data" in msg:
+            raise DelphiError(f"split {split!r} of {source!r} is empty: {msg}") from e
+        if "split" in msg.lower():
             raise DelphiError(f"split {split!r} not found in {source!r}: {msg}") from e
         raise DelphiError(f"could not load {source!r} (split {split!r}): {msg}") from e
     except FileNotFoundError as e:

@@ -1,0 +1,75 @@
+# delphi: every target installs what it needs into .venv first (offline except for the package registry).
+# Inputs are variables: e.g. `make tokenizer DATASET=../shared/data/tinystories VOCAB=4096 TOKENIZER=out/tok`.
+
+PYTHON    ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.delphi-installed
+DELPHI    := $(BIN)/python -m delphi
+
+OUT       ?= out/demo
+CORPUS    ?= $(OUT)/corpus
+DATASET   ?= $(CORPUS)
+FEATURE   ?= story
+SPLIT     ?= train
+VOCAB     ?= 2048
+TOKENIZER ?= $(OUT)/tokenizer
+SEQ_LEN   ?= 128
+TOKENIZED ?= $(OUT)/dataset
+RECIPE    ?= recipes/demo/llama2-demo.yaml
+SET       ?=
+NPROC     ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: install demo corpus tokenizer dataset train train-multi-cpu validate test test-fast lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install_torch.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python scripts/install_torch.py
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# The embedded synthetic corpus: written once, byte-identical for the same seed and sizes.
+$(CORPUS)/train-00000.parquet: | $(STAMP)
+	$(DELPHI) corpus --out-dir $(CORPUS)
+
+corpus: $(CORPUS)/train-00000.parquet
+
+tokenizer: $(STAMP) $(if $(filter $(CORPUS),$(DATASET)),corpus)
+	$(DELPHI) tokenizer -i $(DATASET) -f $(FEATURE) -s $(SPLIT) -v $(VOCAB) --out-dir $(TOKENIZER) --overwrite
+
+dataset: $(STAMP) $(if $(filter $(CORPUS),$(DATASET)),corpus)
+	$(DELPHI) dataset -i $(DATASET) -f $(FEATURE) -t $(TOKENIZER) -l $(SEQ_LEN) --out-dir $(TOKENIZED) --overwrite
+
+demo: $(STAMP)
+	@$(MAKE) --no-print-directory corpus
+	@$(MAKE) --no-print-directory tokenizer
+	@$(MAKE) --no-print-directory dataset
+	@echo
+	@echo "demo outputs:"
+	@echo "  corpus    $(CORPUS)"
+	@echo "  tokenizer $(TOKENIZER)"
+	@echo "  dataset   $(TOKENIZED)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check delphi tests benchmarks scripts
+	$(BIN)/ruff format --check delphi tests benchmarks scripts
+
+format: $(STAMP)
+	$(BIN)/ruff format delphi tests benchmarks scripts
+	$(BIN)/ruff check --fix delphi tests benchmarks scripts
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/tokenize.py
+
+clean:
+	rm -rf out

@@ -1,0 +1,157 @@
+"""Train, save and load the byte-level BPE tokenizer that every delphi model uses.
+
+GPT-2-style byte-level BPE is reversible (`decode(encode(text)) == text` for any text), so a
+narrow corpus gets a small vocabulary without unknown tokens. The special tokens sit at fixed
+ids so every model of a suite agrees on them: `<bos>` 0, `<eos>` 1, `<pad>` 2.
+Encoding adds no special tokens: the dataset step places `<bos>`/`<eos>` itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from delphi.errors import DelphiError
+
+SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
+BYTE_ALPHABET_SIZE = 256
+MIN_VOCAB_SIZE = BYTE_ALPHABET_SIZE + len(SPECIAL_TOKENS)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+log = logging.getLogger(__name__)
+
+
+def _text_batches(ds, feature: str, batch_size: int = 1000):
+    """Yield lists of strings from one column, with a progress bar over documents."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(ds), desc="reading documents", unit="doc", mininterval=1.0) as bar:
+        for batch in ds.select_columns([feature]).iter(batch_size=batch_size):
+            texts = [t if t is not None else "" for t in batch[feature]]
+            bar.update(len(texts))
+            yield texts
+
+
+def build_tokenizer(text_batches, vocab_size: int, *, show_progress: bool = True):
+    """Train a byte-level BPE on an iterator of text batches; return a `PreTrainedTokenizerFast`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise DelphiError(
+            f"vocab size {vocab_size} is too small: a byte-level BPE needs at least "
+            f"{MIN_VOCAB_SIZE} ({BYTE_ALPHABET_SIZE} bytes + {len(SPECIAL_TOKENS)} special tokens)"
+        )
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+    core.train_from_iterator(text_batches, trainer=trainer)
+    for expected_id, token in enumerate(SPECIAL_TOKENS):
+        assert core.token_to_id(token) == expected_id, (token, core.token_to_id(token))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        # the default (True) strips spaces before punctuation on decode: not reversible for BPE
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def train_tokenizer(
+    in_dataset: str,
+    *,
+    feature: str,
+    split: str = "train",
+    vocab_size: int,
+    out_dir: str | Path | None = None,
+    out_repo: str | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Train a tokenizer on `feature` of `in_dataset[split]`; save to `out_dir` and/or push to `out_repo`.
+
+    All checks (output target, vocab size, input, column) happen before training, and the
+    output directory appears only once the tokenizer is completely written.
+    """
+    from delphi.corpus import load_split, require_text_feature
+
+    if out_dir is None and out_repo is None:
+        raise DelphiError("no output given: pass --out-dir, --out-repo, or both")
+    if vocab_size < MIN_VOCAB_SIZE:
+        build_tokenizer(iter(()), vocab_size)  # raises the explanatory error
+    out_path = Path(out_dir) if out_dir is not None else None
+    if out_path is not None:
+        _check_out_dir(out_path, overwrite)
+    if out_repo is not None:
+        from delphi.hub import ensure_repo
+
+        ensure_repo(out_repo, repo_type="model")
+
+    ds = load_split(in_dataset, split)
+    require_text_feature(ds, feature, in_dataset)
+    log.info("training a %d-token byte-level BPE on %d documents of %s[%s]", vocab_size, len(ds), in_dataset, split)
+    tokenizer = build_tokenizer(_text_batches(ds, feature), vocab_size)
+    if len(tokenizer) < vocab_size:
+        log.warning(
+            "the corpus only supports %d tokens (asked for %d): BPE ran out of pairs to merge",
+            len(tokenizer),
+            vocab_size,
+        )
+
+    with tempfile.TemporaryDirectory(
+        dir=out_path.parent if out_path is not None else None, prefix=".tokenizer-"
+    ) as tmp:
+        tokenizer.save_pretrained(tmp)
+        location = None
+        if out_repo is not None:
+            from delphi.hub import upload_dir
+
+            upload_dir(tmp, out_repo, commit_message=f"Tokenizer: byte-level BPE, vocab {len(tokenizer)}")
+            location = f"hub repo {out_repo}"
+        if out_path is not None:
+            _install(Path(tmp), out_path)
+            location = str(out_path) if location is None else f"{out_path} and {location}"
+    return {"vocab_size": len(tokenizer), "location": location, "out_dir": out_path}
+
+
+def load_tokenizer(name_or_path: str | Path, *, revision: str | None = None):
+    """Load a tokenizer from a directory or hub id and check it has the specials delphi relies on."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
+    except (OSError, ValueError) as e:
+        raise DelphiError(f"could not load tokenizer {str(name_or_path)!r}: {e}") from e
+    return tokenizer
+
+
+def _check_out_dir(out_path: Path, overwrite: bool) -> None:
+    if out_path.exists() and not out_path.is_dir():
+        raise DelphiError(f"--out-dir {str(out_path)!r} exists and is not a directory")
+    existing = [f for f in _TOKENIZER_FILES if (out_path / f).exists()]
+    if existing and not overwrite:
+        raise DelphiError(
+            f"--out-dir {str(out_path)!r} already holds a tokenizer ({', '.join(existing)}); "
+            "pass --overwrite to replace it"
+        )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _install(tmp: Path, out_path: Path) -> None:
+    """Move a completely written tokenizer into `out_path`, replacing only tokenizer files."""
+    if not out_path.exists():
+        shutil.copytree(tmp, out_path.with_name(out_path.name + ".partial"), dirs_exist_ok=True)
+        out_path.with_name(out_path.name + ".partial").rename(out_path)
+        return
+    for f in _TOKENIZER_FILES:
+        (out_path / f).unlink(missing_ok=True)
+    for f in tmp.iterdir():
+        shutil.copy2(f, out_path / f.name)

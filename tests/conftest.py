@@ -1,0 +1,45 @@
+"""Shared fixtures: the real TinyStories sample (from ../shared when present) and small real corpora."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINYSTORIES = REPO.parent / "shared" / "data" / "tinystories"
+
+# Tests never touch the network: the hub and W&B are unreachable here anyway, so fail fast.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tinystories() -> Path:
+    """Directory of the real TinyStories sample (train/validation parquet, column `story`)."""
+    if not (TINYSTORIES / "validation-00000.parquet").exists():
+        pytest.skip(f"TinyStories sample not found at {TINYSTORIES}")
+    return TINYSTORIES
+
+
+@pytest.fixture
+def text_dir(tmp_path: Path) -> Path:
+    """A tiny real parquet text dataset with train/validation splits and a non-text column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stories = [
+        "Once upon a time, a little cat named Tom found a red ball.",
+        'Sara said, "Let us play in the park!" and they ran to the big tree.',
+        "The dog was sad because it lost its bone. Then a bird helped it.",
+        "Ben and Mia built a tall tower of blocks. It fell, and they laughed.",
+    ]
+    out = tmp_path / "texts"
+    out.mkdir()
+    for split, rows in (("train", stories * 5), ("validation", stories[:2])):
+        table = pa.table({"story": rows, "n": list(range(len(rows)))})
+        pq.write_table(table, out / f"{split}-00000.parquet")
+    return out

@@ -1,0 +1,58 @@
+import pytest
+
+from delphi.corpus import is_hub_id, load_split, require_text_feature, split_name
+from delphi.errors import DelphiError
+
+
+def test_split_name_strips_slicing():
+    assert split_name("train[:10%]") == "train"
+    assert split_name("validation") == "validation"
+
+
+def test_hub_id_only_when_not_a_local_path(tmp_path, monkeypatch):
+    assert is_hub_id("delphi-suite/stories-tokenized")
+    assert not is_hub_id("a/b/c")
+    assert not is_hub_id("nohubid")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "org").mkdir()
+    (tmp_path / "org" / "name").mkdir()
+    assert not is_hub_id("org/name")
+
+
+def test_directory_split_and_slicing(text_dir):
+    assert len(load_split(text_dir, "train")) == 20
+    assert len(load_split(text_dir, "validation")) == 2
+    head = load_split(text_dir, "train[:25%]")
+    assert len(head) == 5
+    assert head["story"] == load_split(text_dir, "train")["story"][:5]
+
+
+def test_single_file_becomes_the_named_split(text_dir):
+    ds = load_split(text_dir / "validation-00000.parquet", "validation[1:]")
+    assert ds["n"] == [1]
+
+
+def test_saved_to_disk_dataset(text_dir, tmp_path):
+    import datasets
+
+    dd = datasets.DatasetDict({"train": load_split(text_dir, "train")})
+    dd.save_to_disk(str(tmp_path / "saved"))
+    assert len(load_split(tmp_path / "saved", "train[2:6]")) == 4
+    with pytest.raises(DelphiError, match=r"'test' not found.*\['train'\]"):
+        load_split(tmp_path / "saved", "test")
+
+
+def test_unknown_file_type(tmp_path):
+    f = tmp_path / "data.xlsx"
+    f.write_text("x")
+    with pytest.raises(DelphiError, match=r"unknown file type '.xlsx'"):
+        load_split(f, "train")
+
+
+def test_feature_checks(text_dir):
+    ds = load_split(text_dir, "train")
+    require_text_feature(ds, "story", "x")
+    with pytest.raises(DelphiError, match="available columns"):
+        require_text_feature(ds, "text", "x")
+    with pytest.raises(DelphiError, match="expected a string column"):
+        require_text_feature(ds, "n", "x")

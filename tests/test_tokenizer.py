@@ -1,0 +1,165 @@
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from delphi.errors import DelphiError
+from delphi.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def stories_tokenizer(tinystories, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "stories-tokenizer"
+    info = train_tokenizer(str(tinystories), feature="story", split="train", vocab_size=4096, out_dir=out)
+    assert info["vocab_size"] == 4096
+    return out
+
+
+def test_tinystories_tokenizer_roundtrips_every_validation_story(stories_tokenizer, tinystories):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(stories_tokenizer)
+    assert len(tok) == 4096
+    assert [tok.convert_ids_to_tokens(i) for i in (0, 1, 2)] == ["<bos>", "<eos>", "<pad>"]
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (0, 1, 2)
+
+    stories = pq.read_table(tinystories / "validation-00000.parquet").column("story").to_pylist()
+    encoded = tok(stories, add_special_tokens=True)["input_ids"]
+    decoded = tok.batch_decode(encoded)
+    bad = [i for i, (s, d) in enumerate(zip(stories, decoded, strict=True)) if s != d]
+    assert not bad, f"{len(bad)} stories do not round-trip, e.g. {stories[bad[0]]!r}"
+    # no special tokens sneak in: the dataset step places <bos>/<eos> itself
+    assert all(0 not in ids and 1 not in ids for ids in encoded)
+    # BPE actually compresses: far fewer tokens than bytes
+    n_tokens = sum(map(len, encoded))
+    n_bytes = sum(len(s.encode()) for s in stories)
+    assert n_tokens < n_bytes / 3
+
+
+def test_loading_and_decoding_print_no_warnings(stories_tokenizer, caplog, capfd):
+    from transformers import AutoTokenizer
+
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        tok = AutoTokenizer.from_pretrained(stories_tokenizer)
+        text = 'He said , "Hi !" . Then  she  left .\n\nThe end .'
+        assert tok.decode(tok(text)["input_ids"]) == text
+    assert not caught, [str(w.message) for w in caught]
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    err = capfd.readouterr().err
+    assert "warn" not in err.lower(), err
+
+
+def test_arbitrary_unicode_roundtrips(stories_tokenizer):
+    tok = load_tokenizer(stories_tokenizer)
+    for text in ["", " ", "naïve café – “quotes” 😀 日本語", "\t\ttabs\r\nand CRLF", "â€œmojibakeâ€\x9d"]:
+        assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def test_cli_trains_on_sliced_split(text_dir, tmp_path):
+    out = tmp_path / "tok"
+    proc = subprocess.run(
+        [sys.executable, "-m", "delphi", "tokenizer", "-i", str(text_dir), "-f", "story",
+         "-s", "train[:50%]", "-v", "300", "--out-dir", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert str(out) in proc.stdout
+    tok = load_tokenizer(out)
+    assert tok.bos_token_id == 0 and len(tok) <= 300
+
+
+def _fails(tmp_path, match, **kwargs):
+    out = tmp_path / "never"
+    args = dict(feature="story", split="train", vocab_size=300, out_dir=out)
+    args.update(kwargs)
+    source = args.pop("source")
+    with pytest.raises(DelphiError, match=match):
+        train_tokenizer(source, **args)
+    assert not out.exists(), "a failed run must not leave an output directory"
+    assert not list(tmp_path.glob(".tokenizer-*")), "no temporary directory left behind"
+
+
+def test_missing_feature_lists_columns(text_dir, tmp_path):
+    _fails(tmp_path, r"'text' not found.*\['story', 'n'\]", source=str(text_dir), feature="text")
+
+
+def test_non_string_feature(text_dir, tmp_path):
+    _fails(tmp_path, r"'n'.*expected a string column", source=str(text_dir), feature="n")
+
+
+def test_empty_split(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pq.write_table(pa.table({"story": pa.array([], pa.string())}), empty / "train-00000.parquet")
+    _fails(tmp_path, "empty", source=str(empty))
+
+
+def test_vocab_too_small(text_dir, tmp_path):
+    _fails(tmp_path, f"at least {MIN_VOCAB_SIZE}", source=str(text_dir), vocab_size=MIN_VOCAB_SIZE - 1)
+
+
+def test_unreadable_input(tmp_path):
+    _fails(tmp_path, "not a readable file or directory", source=str(tmp_path / "missing" / "dir"))
+
+
+def test_unknown_split_names_available(text_dir, tmp_path):
+    _fails(tmp_path, r"'test' not found", source=str(text_dir), split="test")
+
+
+def test_no_output_given(text_dir, tmp_path):
+    _fails(tmp_path, "--out-dir, --out-repo", source=str(text_dir), out_dir=None)
+
+
+def test_unreachable_hub_fails_before_training(text_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # closed port: connection refused
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    import importlib
+
+    import huggingface_hub.constants
+
+    importlib.reload(huggingface_hub.constants)  # the endpoint is read at import time
+    try:
+        _fails(tmp_path, r"hub repo 'org/tok'.*could not be reached", source=str(text_dir), out_repo="org/tok")
+    finally:
+        monkeypatch.undo()
+        importlib.reload(huggingface_hub.constants)
+
+
+def test_refuses_to_replace_existing_tokenizer(text_dir, tmp_path):
+    out = tmp_path / "tok"
+    train_tokenizer(str(text_dir), feature="story", vocab_size=300, out_dir=out)
+    before = (out / "tokenizer.json").read_bytes()
+    with pytest.raises(DelphiError, match="already holds a tokenizer.*--overwrite"):
+        train_tokenizer(str(text_dir), feature="story", vocab_size=280, out_dir=out)
+    assert (out / "tokenizer.json").read_bytes() == before
+    train_tokenizer(str(text_dir), feature="story", vocab_size=280, out_dir=out, overwrite=True)
+    assert len(load_tokenizer(out)) <= 280
+
+
+def test_cli_error_is_one_clean_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "delphi", "tokenizer", "-i", str(tmp_path / "nope"), "-f", "story",
+         "-v", "300", "--out-dir", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("delphi tokenizer: error:")
+
+
+def test_help_lists_the_original_flags():
+    proc = subprocess.run(
+        [sys.executable, "-m", "delphi", "tokenizer", "--help"], capture_output=True, text=True, check=True
+    )
+    for flag in ("--in-dataset", "-i", "--feature", "-f", "--split", "-s", "--vocab-size", "-v", "--out-dir",
+                 "--out-repo"):  # fmt: skip
+        assert flag in proc.stdout
+    assert Path(sys.executable).exists()
