@@ -59,6 +59,10 @@ def load_split(source: str | os.PathLike, split: str = "train", *, revision: str
         if path.is_dir():
             if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
                 return _load_saved(path, split)
+            found = _split_files(path, split_name(split))
+            if found is not None:
+                builder, files = found
+                return datasets.load_dataset(builder, data_files={split_name(split): files}, split=split)
             return datasets.load_dataset(str(path), split=split)
         if path.exists() or not is_hub_id(source):
             raise DelphiError(
@@ -89,6 +93,20 @@ def load_split(source: str | os.PathLike, split: str = "train", *, revision: str
             f"could not load dataset {source!r} from the hub ({type(e).__name__}: {e}); "
             "check the id, your network and HF_TOKEN, or pass a local path"
         ) from e
+
+
+def _split_files(folder: Path, name: str) -> tuple[str, list[str]] | None:
+    """Data files of split `name` in `folder` (`{name}-*.parquet`, `{name}.jsonl`, `data/{name}-*`, ...).
+
+    Naming the files explicitly makes any split name work (datasets only infers train/validation/test)
+    and keys datasets' cache on the files themselves rather than on the folder.
+    """
+    for pattern in (f"{name}-*", f"{name}.*", f"data/{name}-*", f"data/{name}.*"):
+        files = sorted(f for f in folder.glob(pattern) if f.suffix.lower() in _BUILDER_BY_SUFFIX)
+        builders = {_BUILDER_BY_SUFFIX[f.suffix.lower()] for f in files}
+        if len(builders) == 1:
+            return builders.pop(), [str(f) for f in files]
+    return None
 
 
 def _load_saved(path: Path, split: str):

@@ -1078,13 +1078,6 @@ license: apache-2.0
 language:
 - en
 pretty_name: delphi synthetic stories
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: train-00000.parquet
-  - split: validation
-    path: validation-00000.parquet
 ---
 
 # delphi synthetic stories

@@ -56,3 +56,19 @@ def test_feature_checks(text_dir):
         require_text_feature(ds, "text", "x")
     with pytest.raises(DelphiError, match="expected a string column"):
         require_text_feature(ds, "n", "x")
+
+
+def test_any_split_name_in_a_directory(text_dir):
+    (text_dir / "validation-00000.parquet").rename(text_dir / "holdout-00000.parquet")
+    assert len(load_split(text_dir, "holdout")) == 2
+    with pytest.raises(DelphiError, match="'validation' not found"):
+        load_split(text_dir, "validation")
+
+
+def test_rewritten_files_are_not_read_from_a_stale_cache(text_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert load_split(text_dir, "validation")["n"] == [0, 1]
+    pq.write_table(pa.table({"story": ["new"], "n": [7]}), text_dir / "validation-00000.parquet")
+    assert load_split(text_dir, "validation")["n"] == [7]
