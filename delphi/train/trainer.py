@@ -1,0 +1,413 @@
+"""`DelphiTrainer`: a `transformers.Trainer` with delphi's data order, checkpoint schedule and checkpoints.
+
+What it changes, and why:
+
+- data order: `DeterministicEpochSampler` (seed = `args.data_seed`, else `args.seed`), so the sequences
+  of every optimizer step depend on the seed and the step alone, not on the hardware;
+- checkpoints: at exactly `checkpoint_steps` (and the final step), each evaluated first, written in
+  delphi's atomic `step{N}` layout (`delphi.train.checkpoints`), with resume state kept per `keep_optimizer`;
+- evaluation: the exact mean loss over every eval sequence (transformers weights the last, shorter
+  batch as a full one), plus perplexity;
+- logging: `tokens_seen` and `tokens_per_second` (training time only) next to Trainer's loss,
+  learning rate and grad norm, through `Trainer.log`, so every tracker receives them.
+
+Everything else is Trainer's: pass `TrainingArguments`, callbacks, `processing_class=tokenizer`.
+`args.save_strategy` and `args.eval_strategy` must be "no" (the schedule replaces them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from delphi.errors import DelphiError
+from delphi.train.checkpoints import (
+    META_NAME,
+    TRAINER_STATE_NAME,
+    checkpoint_dir,
+    drop_resume_state,
+    has_resume_state,
+    is_complete,
+    latest_resumable,
+    list_checkpoints,
+    publish_checkpoint,
+    read_checkpoint_meta,
+    remove_stale_temp_dirs,
+    temp_checkpoint_dir,
+    write_json,
+    write_text,
+)
+from delphi.train.data import as_model_inputs, collate_sequences
+from delphi.train.sampler import DeterministicEpochSampler
+
+logger = logging.getLogger(__name__)
+
+KEEP_OPTIMIZER = ("latest", "all", "none")
+_RESERVED_FILES = {META_NAME, TRAINER_STATE_NAME, "config.json", "model.safetensors", "training_args.bin"}
+
+
+def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of each sequence (shape [batch]): logits[:, t] predicts labels[:, t+1]."""
+    vocab = logits.shape[-1]
+    token_losses = F.cross_entropy(
+        logits[:, :-1].reshape(-1, vocab).float(), labels[:, 1:].reshape(-1), reduction="none"
+    )
+    return token_losses.view(labels.shape[0], -1).mean(dim=1)
+
+
+def _strategy(value) -> str:
+    return str(getattr(value, "value", value))
+
+
+def validate_arguments(args, *, checkpoint_steps, seq_len, run_files, keep_optimizer) -> list[int]:
+    """Refuse settings that would break delphi's guarantees; returns the sorted checkpoint steps."""
+    if args is None:
+        raise DelphiError("DelphiTrainer needs TrainingArguments (args=...)")
+    for name in ("save_strategy", "eval_strategy"):
+        if _strategy(getattr(args, name)) != "no":
+            raise DelphiError(
+                f"TrainingArguments.{name} is {_strategy(getattr(args, name))!r}; DelphiTrainer saves and "
+                f"evaluates at its checkpoint_steps instead: set {name}='no'"
+            )
+    if args.train_sampling_strategy != "random":
+        raise DelphiError(
+            f"TrainingArguments.train_sampling_strategy={args.train_sampling_strategy!r} is not supported: "
+            "delphi's data order comes from the data seed alone"
+        )
+    if args.dataloader_num_workers > 0 and not args.dataloader_in_order:
+        raise DelphiError("dataloader_in_order=False would let workers reorder batches; leave it True")
+    if args.save_total_limit is not None:
+        raise DelphiError(
+            "save_total_limit is not supported: delphi keeps every checkpoint (see keep_optimizer)"
+        )
+    if args.ignore_data_skip:
+        logger.warning(
+            "ignore_data_skip=True: a resumed run will not see the same data as an uninterrupted one"
+        )
+    if keep_optimizer not in KEEP_OPTIMIZER:
+        raise DelphiError(f"keep_optimizer must be one of {KEEP_OPTIMIZER}, got {keep_optimizer!r}")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
+        raise DelphiError(f"seq_len must be an integer >= 2, got {seq_len!r}")
+    steps = sorted(set(checkpoint_steps))
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in steps):
+        raise DelphiError(f"checkpoint steps must be positive integers, got {list(checkpoint_steps)!r}")
+    for name in run_files:
+        if Path(name).name != name or name.startswith(".") or name in _RESERVED_FILES:
+            raise DelphiError(
+                f"run file name {name!r} must be a plain file name, not hidden, and not one of {sorted(_RESERVED_FILES)}"
+            )
+    return steps
+
+
+class _ScheduleCallback(TrainerCallback):
+    """Asks the Trainer to log, evaluate and save at the scheduled steps; keeps the sampler's epoch right."""
+
+    def __init__(self, trainer: DelphiTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._start_throughput_clock(state.global_step)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # accelerate does not forward `set_epoch` through every wrapper (a resumed multi-process
+        # dataloader wraps the sampler twice), so set it here, from the step count alone.
+        sampler = self.trainer._train_sampler
+        if sampler is not None:
+            sampler.set_epoch(state.global_step // sampler.steps_per_epoch)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.trainer.checkpoint_steps or state.global_step >= state.max_steps:
+            control.should_log = True
+            control.should_evaluate = self.trainer.eval_dataset is not None
+            control.should_save = True
+
+
+class DelphiTrainer(Trainer):
+    """A `transformers.Trainer` for token-sequence datasets (column `tokens`, all `seq_len` long).
+
+    Extra keyword arguments: `checkpoint_steps` (optimizer steps to checkpoint at; the final step is
+    always one), `seq_len`, `run_files` ({file name: text} written into every checkpoint, e.g. the
+    recipe and run context), `keep_optimizer` ("latest": resume state only in the newest checkpoint;
+    "all"; "none": checkpoints cannot be resumed from).
+    """
+
+    def __init__(
+        self,
+        model=None,
+        args=None,
+        *,
+        checkpoint_steps: Sequence[int],
+        seq_len: int,
+        run_files: dict[str, str] | None = None,
+        keep_optimizer: str = "latest",
+        train_dataset=None,
+        eval_dataset=None,
+        data_collator=None,
+        **kwargs,
+    ):
+        run_files = dict(run_files or {})
+        self.checkpoint_steps = set(
+            validate_arguments(
+                args,
+                checkpoint_steps=checkpoint_steps,
+                seq_len=seq_len,
+                run_files=run_files,
+                keep_optimizer=keep_optimizer,
+            )
+        )
+        self.seq_len = seq_len
+        self.run_files = run_files
+        self.keep_optimizer = keep_optimizer
+        self.data_seed = args.data_seed if args.data_seed is not None else args.seed
+        _check_train_dataset(train_dataset, seq_len)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator if data_collator is not None else collate_sequences,
+            train_dataset=as_model_inputs(train_dataset),
+            eval_dataset=as_model_inputs(eval_dataset),
+            **kwargs,
+        )
+        self._train_sampler: DeterministicEpochSampler | None = None
+        self._last_eval: tuple[int, dict] | None = None
+        self._last_train_log: dict | None = None
+        self._eval_sequence_losses: list[torch.Tensor] | None = None
+        self._clock: tuple[float, int] | None = None
+        self._paused_seconds = 0.0
+        self._wall_offset = 0.0
+        self._train_started = time.perf_counter()
+        self.add_callback(_ScheduleCallback(self))
+
+    # ---- sizes ----
+
+    @property
+    def global_batch_size(self) -> int:
+        """Sequences per optimizer step, over all processes and accumulation steps."""
+        return self.get_total_train_batch_size(self.args)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch_size * self.seq_len
+
+    # ---- data order ----
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        try:
+            size = len(dataset)
+        except TypeError as e:
+            raise DelphiError(
+                "DelphiTrainer needs a train dataset with a length (a map-style dataset)"
+            ) from e
+        self._train_sampler = DeterministicEpochSampler(
+            size, self.data_seed, global_batch_size=self.global_batch_size
+        )
+        return self._train_sampler
+
+    # ---- training, resume ----
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`, resuming from a delphi `step{N}` folder (or, with True, the newest resumable one)."""
+        out_dir = Path(self.args.output_dir)
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = latest_resumable(out_dir)
+            if resume_from_checkpoint is None:
+                raise DelphiError(
+                    f"no resumable checkpoint (step*/ with optimizer state) in {str(out_dir)!r}"
+                )
+        self._wall_offset = 0.0
+        if resume_from_checkpoint:
+            self._wall_offset = self._check_resumable(Path(resume_from_checkpoint))
+            resume_from_checkpoint = str(resume_from_checkpoint)
+        else:
+            resume_from_checkpoint = None
+        if self.args.should_save:
+            remove_stale_temp_dirs(out_dir)
+        self._train_started = time.perf_counter()
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+
+    def _check_resumable(self, folder: Path) -> float:
+        """Refuse a folder this run cannot continue exactly; returns its wall-clock seconds so far."""
+        if not folder.is_dir() or not is_complete(folder):
+            raise DelphiError(
+                f"cannot resume from {str(folder)!r}: not a complete checkpoint (no {META_NAME})"
+            )
+        if not has_resume_state(folder):
+            raise DelphiError(
+                f"cannot resume from {str(folder)!r}: it has no optimizer state (only the newest checkpoint "
+                "keeps it with keep_optimizer='latest')"
+            )
+        meta = read_checkpoint_meta(folder)
+        for key, now in (("global_batch_size", self.global_batch_size), ("data_seed", self.data_seed)):
+            if key in meta and meta[key] != now:
+                raise DelphiError(
+                    f"cannot resume from {str(folder)!r}: it was trained with {key}={meta[key]}, this run has "
+                    f"{key}={now}; the data order would differ"
+                )
+        return float(meta.get("wall_seconds") or 0.0)
+
+    # ---- logging ----
+
+    def _start_throughput_clock(self, global_step: int) -> None:
+        self._clock = (time.perf_counter(), global_step)
+        self._paused_seconds = 0.0
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.state.global_step > 0:
+            logs["tokens_seen"] = self.state.global_step * self.tokens_per_step
+        if "loss" in logs and self._clock is not None:
+            now = time.perf_counter()
+            since, step0 = self._clock
+            seconds = now - since - self._paused_seconds
+            if self.state.global_step > step0 and seconds > 0:
+                logs["tokens_per_second"] = (self.state.global_step - step0) * self.tokens_per_step / seconds
+            self._start_throughput_clock(self.state.global_step)
+            self._last_train_log = {"step": self.state.global_step, **logs}
+        super().log(logs, start_time)
+
+    # ---- evaluation ----
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        started = time.perf_counter()
+        metrics = super().evaluate(*args, **kwargs)
+        self._last_eval = (self.state.global_step, dict(metrics))
+        self._paused_seconds += time.perf_counter() - started
+        return metrics
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """Trainer's loop, with `{prefix}_loss` replaced by the exact mean over all sequences (+ perplexity)."""
+        self._eval_sequence_losses = []
+        try:
+            output = super().evaluation_loop(
+                dataloader,
+                description,
+                prediction_loss_only=prediction_loss_only,
+                ignore_keys=ignore_keys,
+                metric_key_prefix=metric_key_prefix,
+            )
+            losses = self._eval_sequence_losses
+        finally:
+            self._eval_sequence_losses = None
+        if losses:
+            loss = torch.cat([x.cpu() for x in losses]).double().mean().item()
+            output.metrics[f"{metric_key_prefix}_loss"] = loss
+            output.metrics[f"{metric_key_prefix}_perplexity"] = math.exp(min(loss, 700.0))
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if not prediction_loss_only or self._eval_sequence_losses is None or "labels" not in inputs:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            logits = model(input_ids=inputs["input_ids"], use_cache=False).logits
+        losses = sequence_losses(logits, inputs["labels"])
+        # per-sequence values, so gather_for_metrics drops exactly the samples accelerate repeated
+        # to even out the last batch across processes
+        self._eval_sequence_losses.append(self.accelerator.gather_for_metrics(losses))
+        return (None, None, None)
+
+    # ---- checkpoints ----
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write `{output_dir}/step{N}` atomically: everything into `.step{N}.tmp`, metadata last, rename."""
+        started = time.perf_counter()
+        step = self.state.global_step
+        out_dir = Path(self._get_output_dir(trial=trial))
+        temp = temp_checkpoint_dir(out_dir, step)
+        if self.args.should_save:
+            if temp.exists():
+                shutil.rmtree(temp)
+            temp.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        self.store_flos()
+        self.save_model(str(temp), _internal_call=True)
+        if self.keep_optimizer != "none" and not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(str(temp))
+            self._save_scaler(str(temp))
+            self._save_rng_state(str(temp))
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            self._save_trainer_state(temp)
+            for name, text in self.run_files.items():
+                write_text(temp / name, text)
+            write_json(temp / META_NAME, self.checkpoint_meta())
+            final = publish_checkpoint(temp, checkpoint_dir(out_dir, step))
+            logger.info("checkpoint %s written", final)
+            if self.keep_optimizer == "latest":
+                for other_step, folder in list_checkpoints(out_dir):
+                    if other_step != step:
+                        drop_resume_state(folder)
+        self.accelerator.wait_for_everyone()
+        self._paused_seconds += time.perf_counter() - started
+
+    def _save_trainer_state(self, folder: Path) -> None:
+        # as Trainer._save_checkpoint does: record the state of stateful callbacks, then the state
+        for cb in self.callback_handler.callbacks + [self.control]:
+            if isinstance(cb, ExportableState):
+                name = cb.__class__.__name__
+                if isinstance(self.state.stateful_callbacks.get(name), list):
+                    self.state.stateful_callbacks[name].append(cb.state())
+                else:
+                    self.state.stateful_callbacks[name] = cb.state()
+        self.state.save_to_json(str(folder / TRAINER_STATE_NAME))
+
+    def checkpoint_meta(self) -> dict:
+        """What `checkpoint.json` records about the current step."""
+        step = self.state.global_step
+        train = self._last_train_log if self._last_train_log and self._last_train_log["step"] == step else {}
+        evaluation = self._last_eval[1] if self._last_eval and self._last_eval[0] == step else {}
+        return {
+            "step": step,
+            "max_steps": self.state.max_steps,
+            "epoch": self.state.epoch,
+            "global_batch_size": self.global_batch_size,
+            "seq_len": self.seq_len,
+            "sequences_seen": step * self.global_batch_size,
+            "tokens_seen": step * self.tokens_per_step,
+            "data_seed": self.data_seed,
+            "train_loss": train.get("loss"),
+            "learning_rate": train.get("learning_rate"),
+            "grad_norm": train.get("grad_norm"),
+            "eval_loss": evaluation.get("eval_loss"),
+            "eval_perplexity": evaluation.get("eval_perplexity"),
+            "eval": evaluation,
+            "wall_seconds": self._wall_offset + time.perf_counter() - self._train_started,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def _check_train_dataset(dataset, seq_len: int) -> None:
+    """Cheap guards before any work: a sized dataset whose first row matches `seq_len`.
+
+    (`delphi.train.data.check_token_dataset` checks every row; the caller runs it.)
+    """
+    if dataset is None:
+        return
+    if not hasattr(dataset, "__len__"):
+        raise DelphiError(
+            "DelphiTrainer needs a map-style train dataset (with a length): delphi's data order is a "
+            "permutation of the rows, which a streaming dataset cannot give"
+        )
+    column_names = getattr(dataset, "column_names", None)
+    if not column_names or "tokens" not in column_names or len(dataset) == 0:
+        return
+    found = len(dataset[0]["tokens"])
+    if found != seq_len:
+        raise DelphiError(f"training sequences have {found} tokens, expected seq_len={seq_len}")
