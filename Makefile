@@ -44,15 +44,36 @@ tokenizer: $(STAMP) $(if $(filter $(CORPUS),$(DATASET)),corpus)
 dataset: $(STAMP) $(if $(filter $(CORPUS),$(DATASET)),corpus)
 	$(DELPHI) dataset -i $(DATASET) -f $(FEATURE) -t $(TOKENIZER) -l $(SEQ_LEN) --out-dir $(TOKENIZED) --overwrite
 
+# `--set` overrides for train targets: make train RECIPE=... SET="training.max_steps=100 seq_len=64"
+SET_ARGS := $(foreach s,$(SET),--set $(s))
+
+train: $(STAMP)
+	$(DELPHI) train $(RECIPE) $(SET_ARGS)
+
+# N real CPU processes (gloo DDP); see accelerate_configs/multi-cpu.yaml for why not `--cpu`.
+train-multi-cpu: $(STAMP)
+	$(BIN)/accelerate launch --config_file accelerate_configs/multi-cpu.yaml --num_processes $(NPROC) \
+		-m delphi.train $(RECIPE) $(SET_ARGS)
+
+validate: $(STAMP)
+	$(DELPHI) validate recipes
+
+DEMO_RUN  ?= $(OUT)/$(basename $(notdir $(RECIPE)))
+
 demo: $(STAMP)
 	@$(MAKE) --no-print-directory corpus
 	@$(MAKE) --no-print-directory tokenizer
 	@$(MAKE) --no-print-directory dataset
+	@$(MAKE) --no-print-directory train
+	@echo
+	@echo "a story from the trained model ($(DEMO_RUN)):"
+	@$(DELPHI) generate $(DEMO_RUN) -n 1 --max-new-tokens 120 --seed 0
 	@echo
 	@echo "demo outputs:"
-	@echo "  corpus    $(CORPUS)"
-	@echo "  tokenizer $(TOKENIZER)"
-	@echo "  dataset   $(TOKENIZED)"
+	@echo "  corpus      $(CORPUS)"
+	@echo "  tokenizer   $(TOKENIZER)"
+	@echo "  dataset     $(TOKENIZED)"
+	@echo "  checkpoints $(DEMO_RUN)/step*"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -69,7 +90,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix delphi tests benchmarks scripts
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/tokenize.py
+	$(BIN)/python benchmarks/tokenize_dataset.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf out

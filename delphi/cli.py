@@ -65,6 +65,41 @@ def _dataset(args: argparse.Namespace) -> None:
     print(f"written to {out['location']}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from delphi.train.__main__ import run
+
+    summary = run(args)
+    print(f"final validation loss: {summary['eval_loss']}")
+    print(f"checkpoints ({len(summary['checkpoints'])}): {summary['out_dir']}")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from delphi.validate import format_table, validate_paths
+
+    rows = validate_paths(args.paths)
+    print(format_table(rows))
+    if any(row["error"] for row in rows):
+        raise DelphiError(f"{sum(bool(r['error']) for r in rows)} of {len(rows)} recipe(s) have errors")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from delphi.generate import generate
+
+    for i, text in enumerate(
+        generate(
+            args.model,
+            prompt=args.prompt,
+            n=args.n,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
+            revision=args.revision,
+        )
+    ):
+        print(f"--- sample {i + 1}\n{text}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="delphi",
@@ -81,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Same seed and sizes give byte-identical files.",
     )
     p.add_argument("--out-dir", "-o", required=True, help="directory to write the parquet files to")
-    p.add_argument("--train-size", type=int, default=10_000, help="stories in the train split (default 10000)")
+    p.add_argument(
+        "--train-size", type=int, default=10_000, help="stories in the train split (default 10000)"
+    )
     p.add_argument(
         "--validation-size", type=int, default=1_000, help="stories in the validation split (default 1000)"
     )
@@ -124,12 +161,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", "-l", type=int, required=True, help="tokens per sequence, <bos> included")
     p.add_argument("--batch-size", "-b", type=int, default=1000, help="documents encoded per batch")
     p.add_argument(
-        "--chunk-size", "-c", type=int, default=200_000, help="max sequences per parquet shard (default 200000)"
+        "--chunk-size",
+        "-c",
+        type=int,
+        default=200_000,
+        help="max sequences per parquet shard (default 200000)",
     )
     p.add_argument("--out-dir", help="local directory for the shards")
     p.add_argument("--out-repo", help="hub dataset repo to push the shards to (under data/)")
     p.add_argument("--overwrite", action="store_true", help="replace shards already in --out-dir")
     p.set_defaults(func=_dataset)
+
+    from delphi.train.__main__ import add_arguments as add_train_arguments
+
+    p = sub.add_parser(
+        "train",
+        help="train a model from YAML recipes (same as `python -m delphi.train`)",
+        description="Train a model from YAML recipes, merged in order. For several processes use "
+        "`accelerate launch [--config_file accelerate_configs/...] -m delphi.train RECIPE...`.",
+    )
+    add_train_arguments(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser(
+        "validate",
+        help="check recipes and print their models' parameter counts (no weights are allocated)",
+        description="Load every recipe under the given files/directories, build each model on the meta "
+        "device, and print a table of architecture, parameters and tokens per step.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="recipe files or directories")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser(
+        "generate",
+        help="sample text from a checkpoint (local folder or hub repo)",
+        description="Sample continuations of a prompt from a trained model; deterministic for a given seed.",
+    )
+    p.add_argument("model", help="checkpoint folder, run directory (its latest checkpoint) or hub repo id")
+    p.add_argument("--revision", help="hub branch, e.g. step400")
+    p.add_argument(
+        "--prompt", default="Once upon a time", help="text to continue (default: Once upon a time)"
+    )
+    p.add_argument("-n", type=int, default=3, help="number of samples (default 3)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate per sample")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.set_defaults(func=_generate)
 
     return parser
 

@@ -97,7 +97,9 @@ def train_tokenizer(
 
     ds = load_split(in_dataset, split)
     require_text_feature(ds, feature, in_dataset)
-    log.info("training a %d-token byte-level BPE on %d documents of %s[%s]", vocab_size, len(ds), in_dataset, split)
+    log.info(
+        "training a %d-token byte-level BPE on %d documents of %s[%s]", vocab_size, len(ds), in_dataset, split
+    )
     tokenizer = build_tokenizer(_text_batches(ds, feature), vocab_size)
     if len(tokenizer) < vocab_size:
         log.warning(

@@ -32,7 +32,7 @@ def requested_world_size(launcher_argv: list[str] | None = None) -> int | None:
     """
     argv = _parent_argv() if launcher_argv is None else launcher_argv
     text = " ".join(shlex.quote(a) for a in argv)
-    is_accelerate = "accelerate" in text and "launch" in argv
+    is_accelerate = ("accelerate" in text and "launch" in argv) or "accelerate.commands.launch" in argv
     is_torchrun = "torchrun" in text or "torch.distributed.run" in text
     if not (is_accelerate or is_torchrun):
         return None

@@ -1,0 +1,177 @@
+"""DelphiTrainer against a minimal raw PyTorch loop: same model, data, batch and optimizer, side by side.
+
+    python benchmarks/train_throughput.py                       # llama2-100k and mamba-100k, CPU
+    python benchmarks/train_throughput.py --models llama2-10m --batch 64 --steps 20   # e.g. on a GPU
+
+On CUDA it runs bf16, eager and torch.compile. Prints tokens/s of each and the ratio trainer/raw;
+the target is >= 0.95 on CPU and >= 0.9 on a GPU. Timing skips the first --warmup steps of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from delphi.models import build_model, count_parameters, mamba_path  # noqa: E402
+from delphi.recipe import load_recipe  # noqa: E402
+
+
+def token_dataset(n: int, seq_len: int, vocab: int, seed: int = 0):
+    import datasets
+
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(3, vocab, (n, seq_len), generator=g, dtype=torch.int32)
+    return datasets.Dataset.from_dict({"tokens": tokens.tolist()})
+
+
+def optimizer_and_schedule(model, recipe, total_steps: int):
+    t = recipe.training
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t["learning_rate"],
+        betas=(t["adam_beta1"], t["adam_beta2"]),
+    )
+    warmup = min(int(t.get("warmup_steps", 0)), total_steps)
+
+    def lr_lambda(step):
+        if step < warmup:
+            return step / max(1, warmup)
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
+def raw_loop(recipe, data, *, batch: int, steps: int, device: str, bf16: bool, compile: bool) -> list[float]:
+    """The shortest honest training loop: shuffled batches, forward, backward, clip, step. Per-step times."""
+    model = build_model(recipe.model, seed=recipe.seeds.init).to(device)
+    model.train()
+    fwd = torch.compile(model) if compile else model
+    opt, sched = optimizer_and_schedule(model, recipe, steps)
+    tokens = torch.tensor(data["tokens"], dtype=torch.long)
+    order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(0))
+    times = []
+    for step in range(steps):
+        start = time.perf_counter()
+        ids = tokens[order[step * batch : (step + 1) * batch]].to(device, non_blocking=True)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            loss = fwd(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.training["max_grad_norm"])
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()  # the Trainer logs the loss, which syncs too
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def delphi_trainer(
+    recipe, data, *, batch: int, steps: int, device: str, bf16: bool, compile: bool
+) -> list[float]:
+    from transformers import TrainerCallback
+
+    from delphi.train.trainer import DelphiTrainer
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.marks = []
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.marks.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kw):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            self.marks[-1] = time.perf_counter() - self.marks[-1]
+
+    timer = StepTimer()
+    model = build_model(recipe.model, seed=recipe.seeds.init)
+    with tempfile.TemporaryDirectory() as out:
+        extra = dict(
+            max_steps=steps,
+            save_strategy="no",
+            eval_strategy="no",
+            logging_steps=1,
+            bf16=bf16,
+            torch_compile=compile,
+            use_cpu=device == "cpu",
+            disable_tqdm=True,
+            output_dir=out,
+        )
+        args = recipe.training_arguments(1, **extra)
+        trainer = DelphiTrainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            checkpoint_steps=[],
+            seq_len=recipe.seq_len,
+            callbacks=[timer],
+        )
+        trainer.train()
+    return timer.marks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["llama2-100k", "mamba-100k"])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("WANDB_MODE", "disabled")
+
+    modes = [("fp32 eager", False, False)]
+    if args.device == "cuda":
+        modes = [("bf16 eager", True, False), ("bf16 compile", True, True)]
+    print(f"device {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else os.cpu_count()} "
+          f"{'' if args.device == 'cuda' else 'cores'}), batch {args.batch}x{args.seq_len}, "
+          f"{args.steps} steps, first {args.warmup} not timed")  # fmt: skip
+    header = f"{'model':<14}{'mode':<14}{'params':>10}{'raw tok/s':>12}{'delphi tok/s':>14}{'ratio':>8}"
+    print(header)
+    print("-" * len(header))
+    for name in args.models:
+        recipe = load_recipe([REPO / "recipes" / "stories" / f"{name}.yaml"], [f"seq_len={args.seq_len}"])
+        data = token_dataset(args.batch * args.steps, args.seq_len, recipe.model.get("vocab_size", 4096))
+        probe = build_model(recipe.model, device="meta")
+        params = count_parameters(probe)[0]
+        note = f" [{mamba_path(probe.config)}]" if "Mamba" in recipe.model["architecture"] else ""
+        recipe = load_recipe(
+            [REPO / "recipes" / "stories" / f"{name}.yaml"],
+            [f"seq_len={args.seq_len}", f"batch_size={args.batch}", "micro_batch_size=null"],
+        )
+        for mode, bf16, compile in modes:
+            kw = dict(batch=args.batch, steps=args.steps, device=args.device, bf16=bf16, compile=compile)
+            raw = raw_loop(recipe, data, **kw)[args.warmup :]
+            ours = delphi_trainer(recipe, data, **kw)[args.warmup :]
+            tok = args.batch * args.seq_len
+            raw_tps = tok / statistics.median(raw)
+            our_tps = tok / statistics.median(ours)
+            print(
+                f"{name + note:<14}{mode:<14}{params:>10,}{raw_tps:>12,.0f}{our_tps:>14,.0f}{our_tps / raw_tps:>8.3f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Sample stories from a checkpoint: a quick look at what a model (or one of its steps) writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from delphi.errors import DelphiError
+
+
+def resolve_checkpoint(model: str | Path) -> str:
+    """A checkpoint folder as is; a run directory -> its newest complete checkpoint; else a hub id."""
+    from delphi.train.checkpoints import list_checkpoints
+
+    path = Path(model)
+    if (path / "config.json").is_file():
+        return str(path)
+    if path.is_dir():
+        saved = list_checkpoints(path)
+        if not saved:
+            raise DelphiError(f"{str(path)!r} holds no model (config.json) and no complete step checkpoints")
+        return str(saved[-1][1])
+    return str(model)
+
+
+def generate(
+    model: str | Path,
+    *,
+    prompt: str = "Once upon a time",
+    n: int = 1,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    seed: int = 0,
+    revision: str | None = None,
+) -> list[str]:
+    """Return `n` continuations of `prompt` (prompt included), deterministic for a given seed and device.
+
+    The prompt is encoded after `<bos>`, as every training sequence starts; sampling stops at `<eos>`.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from delphi.tokenizer import load_tokenizer
+
+    if n < 1 or max_new_tokens < 1:
+        raise DelphiError(f"need n >= 1 and max_new_tokens >= 1, got n={n}, max_new_tokens={max_new_tokens}")
+    if temperature < 0:
+        raise DelphiError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    where = resolve_checkpoint(model)
+    tokenizer = load_tokenizer(where, revision=revision)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(where, revision=revision)
+    except OSError as e:
+        raise DelphiError(f"could not load a model from {where!r}: {e}") from e
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lm.to(device).eval()
+    ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    input_ids = torch.tensor([ids], device=device)
+    sampling = temperature > 0
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = lm.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=sampling,
+            temperature=temperature if sampling else None,
+            top_k=top_k if sampling else None,
+            top_p=None,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return [tokenizer.decode(row[1:], skip_special_tokens=True) for row in out]
