@@ -40,3 +40,14 @@ def test_warning_only_on_mismatch():
     assert warn_if_world_size_differs(2, argv) is None
     message = warn_if_world_size_differs(1, argv)
     assert "asked for 2 processes" in message and "multi-cpu.yaml" in message
+
+
+def test_shipped_accelerate_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {}
+    for path in sorted((REPO / "accelerate_configs").glob("*.yaml")):
+        kinds[path.stem] = str(load_config_from_file(str(path)).distributed_type)
+    assert set(kinds) == {"cpu", "multi-cpu", "single-gpu", "multi-gpu", "fsdp"}
+    # multi-cpu must take accelerate's torchrun path (MULTI_GPU), see the comment in the file
+    assert kinds["multi-cpu"].endswith("MULTI_GPU") and kinds["fsdp"].endswith("FSDP")
