@@ -83,7 +83,11 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
+    from transformers.utils import logging as hf_logging
+
     from delphi.generate import generate
+
+    hf_logging.disable_progress_bar()  # a weight-loading bar is noise next to the samples
 
     for i, text in enumerate(
         generate(

@@ -332,3 +332,19 @@ def test_cli_train_and_generate(stories_data, tmp_path):
     bad = run_cli([sys.executable, "-m", "delphi.train", str(recipe), "--set", "training.lerning_rate=1"])
     assert bad.returncode == 2
     assert "learning_rate" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_explicit_resume_path_continues_into_a_new_out_dir(stories_data, tmp_path):
+    keep = {"checkpoints": {"every": 5, "steps": [1, 2, 4], "keep_optimizer": "all"}}
+    a = write_recipe(tmp_path / "a.yaml", stories_data, tmp_path / "a", **keep)
+    train(load_recipe([a]))
+    b = write_recipe(
+        tmp_path / "b.yaml", stories_data, tmp_path / "b", resume=str(tmp_path / "a" / "step5"), **keep
+    )
+    summary = train(load_recipe([b]))
+    assert summary["checkpoints"] == [10, 12]
+    wa, wb = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    bad = write_recipe(tmp_path / "c.yaml", stories_data, tmp_path / "c", resume=str(tmp_path / "a"))
+    with pytest.raises(DelphiError, match="not a complete checkpoint with optimizer state"):
+        train(load_recipe([bad]))
