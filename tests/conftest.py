@@ -17,6 +17,21 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes them 100x slower.
+
+    Subprocesses started by tests get OMP_NUM_THREADS=1 from the environment for the same reason.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tinystories() -> Path:
     """Directory of the real TinyStories sample (train/validation parquet, column `story`)."""

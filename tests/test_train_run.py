@@ -27,14 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 SECRET = "hf_" + "S3cr3tT0k3nThatMustNeverBeWritten01"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def stories_data(tinystories, tmp_path_factory):
     """TinyStories (a slice) -> delphi tokenizer -> delphi sequences of 32 tokens."""

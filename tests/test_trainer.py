@@ -33,15 +33,6 @@ from delphi.train.trainer import DelphiTrainer, sequence_losses
 SEQ_LEN, VOCAB = 16, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes them 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     """A real byte-level BPE tokenizer, trained on a few sentences."""
