@@ -1,18 +1,29 @@
-"""Thin, error-translating wrappers over `huggingface_hub` for the upload paths delphi uses.
+"""Thin, error-translating wrappers over `huggingface_hub` for what delphi does on the hub.
 
 The hub is optional: every function here is only called when the user named a repo, and each
 turns network/auth failures into a `DelphiError` that says what to do, before expensive work
 when possible (`ensure_repo` is called first, as a reachability and permission check).
 The token comes from `HF_TOKEN` or `hf auth login`, through huggingface_hub itself; delphi
 never reads, logs or stores it.
+
+Publishing a folder to a branch is checked, not trusted: `compare_with_remote` holds the local
+files against the branch's file list (LFS sha256 for large files, git blob sha1 for small ones,
+sizes for both), and `publish_folder` treats any difference after an upload as a failure.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from delphi.errors import DelphiError
+
+# the hub's own file, present on every branch; never ours to compare or delete
+HUB_MANAGED = frozenset({".gitattributes"})
+_HUB_REF = re.compile(r"^([\w.-]+/[\w.-]+)@([\w.-]+)$")
 
 
 def _explain(action: str, repo_id: str, err: Exception) -> DelphiError:
@@ -70,3 +81,160 @@ def upload_dir(
     except Exception as e:
         raise _explain("upload to", repo_id, e) from e
     return str(getattr(info, "commit_url", info))
+
+
+def parse_hub_ref(ref: str) -> tuple[str, str] | None:
+    """("org/name", "step400") for "org/name@step400"; None for anything else (e.g. a local path)."""
+    match = _HUB_REF.match(ref.strip())
+    if match is None or os.path.exists(ref):
+        return None
+    return match.group(1), match.group(2)
+
+
+# ---- what is on a branch, and does it equal a local folder ----
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    size: int
+    sha256: str | None  # LFS files: sha256 of the content
+    git_sha1: str  # git blob id (of the content for regular files, of the LFS pointer for LFS files)
+
+
+def remote_files(repo_id: str, revision: str, *, repo_type: str = "model") -> dict[str, RemoteFile] | None:
+    """{path: RemoteFile} of every file on `revision`; None when the branch does not exist."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    try:
+        entries = list(
+            HfApi().list_repo_tree(repo_id, revision=revision, repo_type=repo_type, recursive=True)
+        )
+    except RevisionNotFoundError:
+        return None
+    return {
+        e.path: RemoteFile(e.size, e.lfs.sha256 if e.lfs else None, e.blob_id)
+        for e in entries
+        if hasattr(e, "blob_id")  # files, not folders
+    }
+
+
+def local_files(folder: str | Path) -> dict[str, Path]:
+    """{posix path relative to folder: file} of every file under `folder`."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _git_sha1(path: Path) -> str:
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def compare_with_remote(
+    local: dict[str, Path], remote: dict[str, RemoteFile] | None, *, tolerated_extra=lambda path: False
+) -> list[str]:
+    """Differences between local files and a branch, one line each; [] when the branch holds exactly them.
+
+    A remote file not in `local` is a difference unless the hub manages it (`.gitattributes`) or
+    `tolerated_extra(path)` says it may stay (e.g. optimizer state pushed earlier on purpose).
+    """
+    if remote is None:
+        return ["the branch does not exist"]
+    problems = []
+    for path, file in local.items():
+        theirs = remote.get(path)
+        if theirs is None:
+            problems.append(f"{path}: missing on the hub")
+            continue
+        size = file.stat().st_size
+        if theirs.size != size:
+            problems.append(f"{path}: {theirs.size} bytes on the hub, {size} locally")
+        elif theirs.sha256 is not None and theirs.sha256 != _sha256(file):
+            problems.append(f"{path}: sha256 differs from the local file")
+        elif theirs.sha256 is None and theirs.git_sha1 != _git_sha1(file):
+            problems.append(f"{path}: git blob id differs from the local file")
+    for path in sorted(set(remote) - set(local)):
+        if path not in HUB_MANAGED and not tolerated_extra(path):
+            problems.append(f"{path}: on the hub but not in the local folder")
+    return problems
+
+
+class VerificationError(Exception):
+    """A branch does not hold what was just uploaded to it."""
+
+
+def publish_folder(
+    folder: str | Path,
+    repo_id: str,
+    branch: str,
+    *,
+    commit_message: str,
+    tolerated_extra=lambda path: False,
+    repo_type: str = "model",
+) -> str:
+    """Make `branch` hold exactly the files of `folder`, then check it does.
+
+    Returns "unchanged" when the branch already matched (nothing is uploaded) or "uploaded".
+    Creates the branch (from `main`) if needed and deletes remote files that `folder` lacks, except
+    the hub's own and `tolerated_extra` ones. Raises (any exception) on failure, including
+    `VerificationError` when the branch's file list, sizes or hashes differ after the upload.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    local = local_files(folder)
+    before = remote_files(repo_id, branch, repo_type=repo_type)
+    if not compare_with_remote(local, before, tolerated_extra=tolerated_extra):
+        return "unchanged"
+    if before is None:
+        api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
+        before = {}
+    stale = [p for p in before if p not in local and p not in HUB_MANAGED and not tolerated_extra(p)]
+    api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type=repo_type,
+        revision=branch,
+        commit_message=commit_message,
+        delete_patterns=[glob_escape(p) for p in stale] or None,
+    )
+    problems = compare_with_remote(
+        local, remote_files(repo_id, branch, repo_type=repo_type), tolerated_extra=tolerated_extra
+    )
+    if problems:
+        raise VerificationError(f"branch {branch} differs from what was uploaded: " + "; ".join(problems[:5]))
+    return "uploaded"
+
+
+def glob_escape(path: str) -> str:
+    """`path` as an fnmatch pattern that matches only itself."""
+    return re.sub(r"([*?\[])", r"[\1]", path)
+
+
+def download_revision(repo_id: str, revision: str, dest: str | Path, *, repo_type: str = "model") -> Path:
+    """Download every file of `revision` into `dest` (a plain folder, not the cache layout)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        path = snapshot_download(repo_id, revision=revision, repo_type=repo_type, local_dir=str(dest))
+    except RevisionNotFoundError as e:
+        raise DelphiError(f"hub repo {repo_id!r} has no branch {revision!r}") from e
+    except RepositoryNotFoundError as e:
+        raise DelphiError(
+            f"hub repo {repo_id!r} not found (or private: set HF_TOKEN or run `hf auth login`)"
+        ) from e
+    except Exception as e:
+        raise _explain(f"download {revision!r} of", repo_id, e) from e
+    return Path(path)

@@ -1,0 +1,62 @@
+"""`delphi push RUN_DIR --repo ORG/NAME`: publish a run's local checkpoints that the hub lacks.
+
+For a run trained offline, or one whose uploads failed. Each complete checkpoint is staged and held
+against its branch `step{N}` (the final one also against `main`); only branches that are missing or
+differ are uploaded, each verified afterwards, so running it twice uploads nothing the second time.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from delphi.errors import DelphiError
+
+PUSH_STAGING_DIR = ".hub-push-staging"  # not the training uploader's, so both can run at once
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    include_optimizer: bool = False,
+    retries: int = 3,
+    retry_wait: float = 5.0,
+) -> dict:
+    """Publish every complete checkpoint of `run_dir` to `repo_id`; returns the summary (see `summarize`)."""
+    from delphi.hub import ensure_repo
+    from delphi.train.checkpoints import list_checkpoints, read_checkpoint_meta
+    from delphi.train.publish import branch_name, publish_checkpoint_to_hub, stage_checkpoint, summarize
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DelphiError(f"run directory {str(run_dir)!r} does not exist")
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise DelphiError(
+            f"{str(run_dir)!r} holds no complete checkpoints (step*/ folders with checkpoint.json); "
+            "expected the out_dir of a delphi training run"
+        )
+    ensure_repo(repo_id, private=private)
+    last_step, last_folder = checkpoints[-1]
+    meta = read_checkpoint_meta(last_folder)
+    final_step = last_step if meta.get("max_steps") is not None and last_step >= meta["max_steps"] else None
+    staging_root = run_dir / PUSH_STAGING_DIR
+    results = []
+    try:
+        for step, folder in checkpoints:
+            is_final = step == final_step
+            staged = stage_checkpoint(
+                folder, staging_root, repo_id, include_optimizer=include_optimizer, is_final=is_final
+            )
+            try:
+                branches = [branch_name(step)] + (["main"] if is_final else [])
+                results += publish_checkpoint_to_hub(
+                    staged, repo_id, branches, retries=retries, retry_wait=retry_wait
+                )
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+    return summarize(repo_id, results)

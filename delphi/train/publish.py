@@ -1,0 +1,295 @@
+"""Publish checkpoints to the hub, each on its own branch `step{N}` (the final one also on `main`).
+
+One function does the work for both the in-training uploader and `delphi push`:
+`publish_checkpoint_to_hub` stages a checkpoint (hard links to its files, minus optimizer state
+unless asked, plus a model card), makes each branch hold exactly those files, verifies the branch
+file by file, and retries with exponential backoff. It never raises: a failure is a result.
+
+During training `HubUploader` runs that in a background thread fed by a bounded queue, so uploads
+overlap training, and memory and disk stay bounded (a full queue makes the next checkpoint wait).
+Staging happens when the checkpoint is saved, so later deletions in the run folder (older optimizer
+state with keep_optimizer="latest") cannot race with an upload: the hard links keep the bytes.
+A failed upload never stops training and never touches the checkpoint folder; `delphi push`
+publishes what is missing later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from delphi.errors import DelphiError
+from delphi.hub import ensure_repo, local_files, publish_folder
+from delphi.model_card import model_card
+from delphi.train.checkpoints import _RESUME_STATE, checkpoint_dir, is_complete
+
+log = logging.getLogger("delphi.hub")
+
+STAGING_DIR = ".hub-staging"  # inside the run folder: same file system, so hard links work
+MAX_RETRY_WAIT = 300.0
+
+
+def is_resume_state(path: str) -> bool:
+    """Optimizer, scheduler, scaler and RNG state: uploaded only with push_optimizer."""
+    return "/" not in path and _RESUME_STATE.match(path) is not None
+
+
+def branch_name(step: int) -> str:
+    return f"step{step}"
+
+
+def stage_checkpoint(
+    folder: Path, staging_root: Path, repo_id: str, *, include_optimizer: bool, is_final: bool
+) -> Path:
+    """A folder of exactly what goes to the hub for `folder`: hard links (copies where links fail) + README.md."""
+    folder, staging_root = Path(folder), Path(staging_root)
+    staged = staging_root / folder.name
+    if staged.exists():
+        shutil.rmtree(staged)
+    staged.mkdir(parents=True)
+    for rel, path in local_files(folder).items():
+        if rel == "README.md" or (is_resume_state(rel) and not include_optimizer):
+            continue
+        target = staged / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+    (staged / "README.md").write_text(model_card(folder, repo_id, is_final=is_final))
+    return staged
+
+
+@dataclass
+class BranchResult:
+    branch: str
+    status: str  # "uploaded" | "unchanged" (already on the hub, verified) | "failed"
+    attempts: int
+    seconds: float
+    error: str | None = None
+
+
+def _describe(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}"[:300]
+
+
+def publish_checkpoint_to_hub(
+    staged: Path,
+    repo_id: str,
+    branches: list[str],
+    *,
+    retries: int = 3,
+    retry_wait: float = 10.0,
+    sleep=time.sleep,
+) -> list[BranchResult]:
+    """Publish a staged folder to each branch, verified; up to `retries` retries, waits doubling from `retry_wait`."""
+    results = []
+    for branch in branches:
+        started = time.perf_counter()
+        for attempt in range(retries + 1):
+            try:
+                status = publish_folder(
+                    staged,
+                    repo_id,
+                    branch,
+                    commit_message=f"delphi: {staged.name}" + (" (final)" if branch == "main" else ""),
+                    tolerated_extra=is_resume_state,
+                )
+                results.append(BranchResult(branch, status, attempt + 1, time.perf_counter() - started))
+                log.info("hub %s@%s: %s (attempt %d)", repo_id, branch, status, attempt + 1)
+                break
+            except Exception as e:  # any failure is retried, then reported; training goes on
+                error = _describe(e)
+                if attempt < retries:
+                    wait = min(retry_wait * 2**attempt, MAX_RETRY_WAIT)
+                    log.warning("hub %s@%s: %s; retrying in %.1fs", repo_id, branch, error, wait)
+                    sleep(wait)
+                else:
+                    log.error("hub %s@%s: failed after %d attempts: %s", repo_id, branch, attempt + 1, error)
+                    results.append(
+                        BranchResult(branch, "failed", attempt + 1, time.perf_counter() - started, error)
+                    )
+    return results
+
+
+def summarize(repo_id: str, results: list[BranchResult], *, offline: bool = False) -> dict:
+    """What is on the hub (verified) and what failed, per branch; the last result of a branch wins."""
+    last = {r.branch: r for r in results}
+    return {
+        "repo": repo_id,
+        "offline": offline,
+        "published": [b for b, r in last.items() if r.status != "failed"],
+        "uploaded": [b for b, r in last.items() if r.status == "uploaded"],
+        "unchanged": [b for b, r in last.items() if r.status == "unchanged"],
+        "failed": {b: r.error for b, r in last.items() if r.status == "failed"},
+        "results": [asdict(r) for r in results],
+    }
+
+
+def format_summary(summary: dict, run_dir: str | Path) -> str:
+    repo = summary["repo"]
+    if summary["offline"]:
+        return f"hub {repo}: trained offline, nothing uploaded; publish with `delphi push {run_dir} --repo {repo}`"
+    lines = [
+        f"hub {repo}: {len(summary['published'])} branch(es) on the hub: {', '.join(summary['published'])}"
+    ]
+    if summary["failed"]:
+        lines.append(f"hub {repo}: {len(summary['failed'])} failed:")
+        lines += [f"  {branch}: {error}" for branch, error in summary["failed"].items()]
+        lines.append(f"retry with `delphi push {run_dir} --repo {repo}`")
+    return "\n".join(lines)
+
+
+class HubUploader:
+    """A worker thread that publishes checkpoints from a bounded queue while training continues."""
+
+    def __init__(
+        self,
+        repo_id: str,
+        run_dir: str | Path,
+        *,
+        include_optimizer: bool = False,
+        retries: int = 3,
+        retry_wait: float = 10.0,
+        max_pending: int = 4,
+    ):
+        self.repo_id = repo_id
+        self.include_optimizer = include_optimizer
+        self.retries, self.retry_wait = retries, retry_wait
+        self.staging_root = Path(run_dir) / STAGING_DIR
+        shutil.rmtree(self.staging_root, ignore_errors=True)  # left by a run that was killed
+        self.results: list[BranchResult] = []
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._thread = threading.Thread(target=self._work, name="delphi-hub-upload", daemon=True)
+        self._thread.start()
+
+    def submit(self, folder: Path, *, is_final: bool) -> None:
+        """Stage `folder` now and queue its upload (waits while `max_pending` uploads are queued)."""
+        step = int(Path(folder).name.removeprefix("step"))
+        branches = [branch_name(step)] + (["main"] if is_final else [])
+        try:
+            staged = stage_checkpoint(
+                folder,
+                self.staging_root,
+                self.repo_id,
+                include_optimizer=self.include_optimizer,
+                is_final=is_final,
+            )
+        except Exception as e:  # a local problem (disk full, ...) must not stop training either
+            log.error("hub %s: could not stage %s: %s", self.repo_id, folder, _describe(e))
+            self.results += [BranchResult(b, "failed", 0, 0.0, f"staging: {_describe(e)}") for b in branches]
+            return
+        if self._queue.full():
+            log.info(
+                "hub %s: %d uploads pending; waiting for one to finish", self.repo_id, self._queue.qsize()
+            )
+        self._queue.put((staged, branches))
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            staged, branches = job
+            try:
+                self.results += publish_checkpoint_to_hub(
+                    staged, self.repo_id, branches, retries=self.retries, retry_wait=self.retry_wait
+                )
+            except BaseException as e:  # never let the worker die silently
+                self.results += [BranchResult(b, "failed", 0, 0.0, _describe(e)) for b in branches]
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+
+    def close(self) -> dict:
+        """Wait for every queued upload to finish; return the summary."""
+        self._queue.put(None)
+        self._thread.join()
+        shutil.rmtree(self.staging_root, ignore_errors=True)
+        return summarize(self.repo_id, self.results)
+
+
+class HubPublisher(TrainerCallback):
+    """Hands every checkpoint the Trainer saves to a `HubUploader` (main process only)."""
+
+    def __init__(self, uploader: HubUploader):
+        self.uploader = uploader
+
+    def on_save(self, args, state, control, **kwargs):
+        if not args.should_save:
+            return
+        folder = checkpoint_dir(args.output_dir, state.global_step)
+        if is_complete(folder):
+            self.uploader.submit(folder, is_final=state.global_step >= state.max_steps)
+
+
+def open_hub_uploader(recipe, *, main_process: bool = True) -> HubUploader | None:
+    """Check the hub before training and start the uploader; None when there is no repo (or offline).
+
+    Unreachable hub: a DelphiError (nothing trained) unless `hub.offline_ok`, which trains offline.
+    """
+    hub = recipe.hub
+    if not hub.repo or not main_process:
+        return None
+    try:
+        ensure_repo(hub.repo, private=hub.private)
+    except DelphiError as e:
+        if not hub.offline_ok:
+            raise DelphiError(
+                f"{e}. Nothing was trained. Set hub.offline_ok: true to train offline and publish later "
+                f"with `delphi push {recipe.out_dir} --repo {hub.repo}`"
+            ) from e
+        log.warning("%s; training offline (hub.offline_ok): publish later with `delphi push %s --repo %s`",
+                    e, recipe.out_dir, hub.repo)  # fmt: skip
+        return None
+    log.info("hub %s: each checkpoint goes to its branch step{N}, the final model to main", hub.repo)
+    return HubUploader(
+        hub.repo,
+        recipe.out_dir,
+        include_optimizer=hub.push_optimizer,
+        retries=hub.retries,
+        retry_wait=hub.retry_wait,
+    )
+
+
+def close_hub_uploader(uploader: HubUploader | None, recipe, *, main_process: bool = True) -> dict | None:
+    """Wait for the uploads, log and return the summary (None without a hub repo, or off the main process)."""
+    if not recipe.hub.repo or not main_process:
+        return None
+    if uploader is None:
+        summary = summarize(recipe.hub.repo, [], offline=True)
+    else:
+        log.info("hub %s: waiting for uploads to finish", recipe.hub.repo)
+        summary = uploader.close()
+    for line in format_summary(summary, recipe.out_dir).splitlines():
+        (log.warning if summary["failed"] or summary["offline"] else log.info)("%s", line)
+    return summary
+
+
+def download_checkpoint(ref: str, out_dir: Path) -> Path:
+    """Download hub branch "org/name@step400" into `{out_dir}/.hub-resume/` and check it can be resumed from."""
+    from delphi.hub import download_revision, parse_hub_ref
+    from delphi.train.checkpoints import has_resume_state
+
+    repo_id, revision = parse_hub_ref(ref)
+    dest = Path(out_dir) / ".hub-resume" / f"{revision}-rank{os.environ.get('RANK', '0')}"
+    if dest.exists():
+        shutil.rmtree(dest)
+    log.info("downloading %s to resume from it", ref)
+    download_revision(repo_id, revision, dest)
+    if not is_complete(dest):
+        raise DelphiError(f"resume {ref!r}: that branch is not a delphi checkpoint (no checkpoint.json)")
+    if not has_resume_state(dest):
+        raise DelphiError(
+            f"resume {ref!r}: that branch has no optimizer state; only runs with hub.push_optimizer: true "
+            "(or `delphi push --include-optimizer`) publish what resuming needs"
+        )
+    return dest
