@@ -1,0 +1,156 @@
+"""Where a run's checkpoints live: a local run directory (`step{N}/` folders) or a hub model repo
+(`step{N}` branches, the final model on `main`). Everything in `delphi.evaluate` reads checkpoints
+through these few functions, so each analysis works the same on both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from delphi.errors import DelphiError
+
+STEP_BRANCH = re.compile(r"^step(\d+)$")
+ALL = "ALL"
+
+
+def is_local(model: str | os.PathLike) -> bool:
+    return Path(model).exists()
+
+
+def _check_source(model: str) -> None:
+    from delphi.corpus import is_hub_id
+
+    if not is_local(model) and not is_hub_id(model):
+        raise DelphiError(f"model {model!r} is neither a local run directory nor a hub repo id 'org/name'")
+    if is_local(model):
+        path = Path(model)
+        if (path / "config.json").is_file():
+            raise DelphiError(
+                f"{model!r} is a single checkpoint; pass its run directory {str(path.parent)!r} "
+                f"(with --branches {path.name})"
+            )
+        if not path.is_dir():
+            raise DelphiError(f"model {model!r} is not a run directory")
+
+
+def hub_error(action: str, repo_id: str, err: Exception) -> DelphiError:
+    """A one-line reason for a failed hub call (missing repo or branch, offline, unreachable, HTTP status)."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(err, RepositoryNotFoundError):
+        why = "the repo does not exist or is private (set HF_TOKEN for private repos)"
+    elif isinstance(err, RevisionNotFoundError):
+        why = "that branch does not exist"
+    elif isinstance(err, EntryNotFoundError):
+        why = "that file does not exist there"
+    elif isinstance(err, OfflineModeIsEnabled):
+        why = "HF_HUB_OFFLINE is set"
+    elif isinstance(err, HfHubHTTPError) and getattr(err, "response", None) is not None:
+        why = f"the hub answered HTTP {err.response.status_code}"
+    else:
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        why = f"the hub at {endpoint} could not be reached ({type(err).__name__})"
+    return DelphiError(f"could not {action} hub repo {repo_id!r}: {why}")
+
+
+def list_branches(model: str | os.PathLike) -> list[str]:
+    """The `step{N}` checkpoints of a run directory or hub repo, oldest first (`main` is not listed)."""
+    model = str(model)
+    _check_source(model)
+    if is_local(model):
+        from delphi.train.checkpoints import list_checkpoints
+
+        return [folder.name for _, folder in list_checkpoints(model)]
+    from huggingface_hub import HfApi
+
+    try:
+        refs = HfApi().list_repo_refs(model)
+    except Exception as e:  # network errors come in many types
+        raise DelphiError(
+            f"{hub_error('list the branches of', model, e)} (and no local directory has that name)"
+        ) from e
+    steps = sorted(int(m.group(1)) for b in refs.branches if (m := STEP_BRANCH.match(b.name)))
+    return [f"step{s}" for s in steps]
+
+
+def select_branches(model: str | os.PathLike, branches: str | list[str] = ALL) -> list[str]:
+    """`ALL` -> every `step{N}` checkpoint; `step1,step8` (or a list) -> those, checked to exist."""
+    available = list_branches(model)
+    if branches == ALL or branches == [ALL]:
+        if not available:
+            raise DelphiError(
+                f"{str(model)!r} has no step checkpoints (no complete step{{N}} folder or branch)"
+            )
+        return available
+    wanted = [
+        b.strip() for b in (branches.split(",") if isinstance(branches, str) else branches) if b.strip()
+    ]
+    if not wanted:
+        raise DelphiError(f"--branches {branches!r} names no branch; expected ALL or e.g. step1,step8")
+    remote_main = not is_local(model)  # a hub repo's final model is on main
+    missing = [b for b in wanted if b not in available and not (remote_main and b == "main")]
+    if missing:
+        shown = ", ".join(available[:12]) + (", ..." if len(available) > 12 else "")
+        raise DelphiError(
+            f"{str(model)!r} has no checkpoint {', '.join(missing)}; available: {shown or 'none'}"
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def checkpoint_ref(model: str | os.PathLike, branch: str) -> tuple[str, str | None]:
+    """(path or repo id, revision) to hand to `from_pretrained` for one checkpoint."""
+    if is_local(model):
+        return str(Path(model) / branch), None
+    return str(model), branch
+
+
+def read_checkpoint_file(model: str | os.PathLike, branch: str, name: str) -> str:
+    """The text of one file of a checkpoint (e.g. `checkpoint.json`), from disk or the hub."""
+    model = str(model)
+    if is_local(model):
+        path = Path(model) / branch / name
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise DelphiError(f"cannot read {str(path)!r}: {e}") from e
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(model, name, revision=branch)).read_text(encoding="utf-8")
+    except Exception as e:
+        raise hub_error(f"download {name} (branch {branch}) from", model, e) from e
+
+
+def checkpoint_meta(model: str | os.PathLike, branch: str) -> dict:
+    """A checkpoint's `checkpoint.json` (step, tokens_seen, eval_loss, ...)."""
+    text = read_checkpoint_file(model, branch, "checkpoint.json")
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise DelphiError(f"checkpoint.json of {str(model)!r} branch {branch} is not valid JSON: {e}") from e
+
+
+def run_name(model: str | os.PathLike, branches: list[str] | None = None) -> str:
+    """The recipe's `name:` (from the newest checkpoint's recipe.yaml), else the folder or repo name."""
+    model = str(model)
+    fallback = Path(model.rstrip("/")).name
+    branches = list_branches(model) if branches is None else branches
+    if not branches:
+        return fallback
+    try:
+        recipe = yaml.safe_load(read_checkpoint_file(model, branches[-1], "recipe.yaml"))
+    except (DelphiError, yaml.YAMLError):
+        return fallback
+    name = recipe.get("name") if isinstance(recipe, dict) else None
+    return str(name) if name else fallback
