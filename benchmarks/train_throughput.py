@@ -24,7 +24,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from delphi.models import build_model, count_parameters, mamba_path  # noqa: E402
+from delphi.mamba import resolve_scan_path  # noqa: E402
+from delphi.models import build_model, count_parameters  # noqa: E402
 from delphi.recipe import load_recipe  # noqa: E402
 
 
@@ -157,7 +158,9 @@ def main() -> None:
         data = token_dataset(args.batch * args.steps, args.seq_len, recipe.model.get("vocab_size", 4096))
         probe = build_model(recipe.model, device="meta")
         params = count_parameters(probe)[0]
-        note = f" [{mamba_path(probe.config)}]" if "Mamba" in recipe.model["architecture"] else ""
+        note = (
+            f" [{resolve_scan_path('auto', args.device)}]" if "Mamba" in recipe.model["architecture"] else ""
+        )
         recipe = load_recipe(
             [REPO / "recipes" / "stories" / f"{name}.yaml"],
             [f"seq_len={args.seq_len}", f"batch_size={args.batch}", "micro_batch_size=null"],

@@ -117,31 +117,36 @@ def build_config(model_section: dict[str, Any]):
     return _config(model_section)
 
 
-def build_model(model_section: dict[str, Any], *, seed: int | None = None, device: str = "cpu"):
+def build_model(
+    model_section: dict[str, Any], *, seed: int | None = None, device: str = "cpu", mamba_scan: str = "auto"
+):
     """A freshly initialized model; the same section and seed give bitwise-identical weights.
 
     Weights are always initialized on the CPU (then moved), so the init does not depend on which
     accelerator's random generator happens to be present. `device="meta"` builds the structure only
     (no memory), which is how recipes are checked and parameters counted without paying for weights.
+    Mamba models run the `mamba_scan` selective scan (see `delphi.mamba`); weights and config are the same.
     """
     import torch
     import transformers
+
+    from delphi.mamba import apply_scan_path
 
     config = build_config(model_section)
     cls = model_class(model_section["architecture"])
     if device == "meta":
         with torch.device("meta"):
             return cls(config)
-    if hasattr(config, "use_mambapy"):
-        logger.info("%s will use the %s scan", cls.__name__, mamba_path(config))
     if seed is not None:
         transformers.set_seed(seed)
     model = cls(config)
+    apply_scan_path(model, mamba_scan)
     return model if device == "cpu" else model.to(device)
 
 
 def mamba_path(config) -> str:
-    """Which selective-scan implementation a Mamba model with this config runs in transformers 5:
+    """Which selective-scan implementation a Mamba model with this config runs in plain transformers 5
+    (e.g. loaded with `from_pretrained`; models from `build_model` run `delphi.mamba`'s paths instead):
 
     - "mamba-ssm": the CUDA kernels, used by transformers whenever the `mamba_ssm` package imports
       (it needs CUDA; its fused kernel then handles the whole mixer in training);

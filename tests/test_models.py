@@ -212,8 +212,8 @@ def test_mamba_uses_mambapy_when_installed_unless_the_recipe_says_otherwise():
 def test_mambapy_and_sequential_scans_agree():
     pytest.importorskip("mambapy")
     section = {**model_section("mamba-50k"), "vocab_size": 64}
-    fast = build_model({**section, "use_mambapy": True}, seed=0)
-    slow = build_model({**section, "use_mambapy": False}, seed=0)
+    fast = build_model({**section, "use_mambapy": True}, seed=0, mamba_scan="mambapy")
+    slow = build_model({**section, "use_mambapy": False}, seed=0, mamba_scan="reference")
     assert (mamba_path(fast.config), mamba_path(slow.config)) == ("mambapy", "sequential")
     tokens = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(0))
     fast_loss = fast(input_ids=tokens, labels=tokens).loss
