@@ -65,6 +65,7 @@ demo: $(STAMP)
 	@$(MAKE) --no-print-directory tokenizer
 	@$(MAKE) --no-print-directory dataset
 	@$(MAKE) --no-print-directory train
+	@$(DELPHI) curves $(DEMO_RUN) --out $(OUT)/curves.png
 	@echo
 	@echo "a story from the trained model ($(DEMO_RUN)):"
 	@$(DELPHI) generate $(DEMO_RUN) -n 1 --max-new-tokens 120 --seed 0
@@ -74,6 +75,7 @@ demo: $(STAMP)
 	@echo "  tokenizer   $(TOKENIZER)"
 	@echo "  dataset     $(TOKENIZED)"
 	@echo "  checkpoints $(DEMO_RUN)/step*"
+	@echo "  loss curve  $(OUT)/curves.png (numbers in $(OUT)/curves.csv)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

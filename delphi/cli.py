@@ -104,6 +104,47 @@ def _generate(args: argparse.Namespace) -> None:
         print(f"--- sample {i + 1}\n{text}")
 
 
+def _logprobs(args: argparse.Namespace) -> None:
+    from delphi.evaluate.logprobs import logprobs_for_checkpoints
+
+    results = logprobs_for_checkpoints(
+        args.model,
+        args.branches,
+        dataset=args.dataset,
+        split=args.split,
+        feature=args.feature,
+        out_dir=args.out_dir,
+        out_repo=args.out_repo,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    for branch, info in results.items():
+        mean = f", mean logprob {info['mean_logprob']:.4f}" if "mean_logprob" in info else ""
+        print(f"{branch}: {info['status']}{mean} -> {', '.join(info['location'])}")
+
+
+def _curves(args: argparse.Namespace) -> None:
+    from delphi.evaluate.curves import plot_curves
+
+    png, table = plot_curves(args.runs, args.out, title=args.title)
+    print(f"loss curves of {len(args.runs)} run(s) -> {png} and {table}")
+
+
+def _push(args: argparse.Namespace) -> None:
+    from delphi.push import push_run
+    from delphi.train.publish import format_summary
+
+    summary = push_run(
+        args.run_dir, args.repo, private=args.private, include_optimizer=args.include_optimizer
+    )
+    print(f"uploaded: {', '.join(summary['uploaded']) or 'nothing'}")
+    print(f"already on the hub: {', '.join(summary['unchanged']) or 'nothing'}")
+    print(format_summary(summary, args.run_dir))
+    if summary["failed"]:
+        failed = ", ".join(summary["failed"])
+        raise DelphiError(f"{len(summary['failed'])} branch(es) failed to upload: {failed}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="delphi",
@@ -212,6 +253,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser(
+        "logprobs",
+        help="next-token log-probabilities of every token of a dataset, for each checkpoint",
+        description="Score every sequence of a tokenized dataset with each checkpoint of a run (local run "
+        "directory or hub repo with step* branches). Writes one dataset per checkpoint, column `logprobs` "
+        "(NaN at position 0): OUT_DIR/BRANCH/SPLIT-00000.parquet and/or branch BRANCH of a hub dataset "
+        "repo. Checkpoints already done are skipped.",
+    )
+    p.add_argument("model", help="run directory or hub model repo id")
+    p.add_argument("--branches", default="ALL", help="ALL (every step* checkpoint) or e.g. step1,step64")
+    p.add_argument("--dataset", "-i", required=True, help="tokenized dataset: local dir or hub dataset id")
+    p.add_argument(
+        "--split", "-s", default="validation", help="split, with optional slicing (default validation)"
+    )
+    p.add_argument("--feature", "-f", default="tokens", help="column of token ids (default tokens)")
+    p.add_argument("--out-dir", help="local directory for the results")
+    p.add_argument("--out-repo", help="hub dataset repo to push the results to, one branch per checkpoint")
+    p.add_argument("--batch-size", "-b", type=int, default=32, help="sequences per forward pass (default 32)")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.set_defaults(func=_logprobs)
+
+    p = sub.add_parser(
+        "curves",
+        help="plot validation loss against tokens seen for one or more runs (PNG + CSV)",
+        description="Read each checkpoint's checkpoint.json (nothing is recomputed) and plot validation "
+        "loss against tokens seen (log x-axis), one line per run labelled by recipe name; the numbers go "
+        "to a CSV next to the PNG.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_OR_REPO", help="run directories or hub model repo ids")
+    p.add_argument(
+        "--out", "-o", default="curves.png", help="PNG to write (default curves.png; CSV beside it)"
+    )
+    p.add_argument("--title", help="figure title")
+    p.set_defaults(func=_curves)
+
+    p = sub.add_parser(
+        "push",
+        help="publish a run's local checkpoints to the hub (each on branch step{N}, the final one on main)",
+        description="Upload every complete checkpoint of RUN_DIR that is missing or different on the hub, "
+        "verified file by file; running it again uploads nothing. Optimizer state stays local unless "
+        "--include-optimizer. The token comes from HF_TOKEN or `hf auth login`.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a training run's out_dir (holding step*/ folders)")
+    p.add_argument("--repo", required=True, help="hub model repo, e.g. org/stories-llama2-100k")
+    p.add_argument("--private", action="store_true", help="create the repo as private if it does not exist")
+    p.add_argument(
+        "--include-optimizer",
+        action="store_true",
+        help="also upload optimizer/scheduler/RNG state where a checkpoint still has it (to resume from the hub)",
+    )
+    p.set_defaults(func=_push)
 
     return parser
 

@@ -55,9 +55,12 @@ class CheckpointSchedule:
 
 @dataclass(frozen=True)
 class HubSection:
-    repo: str | None = None
+    repo: str | None = None  # "org/name": each checkpoint to branch step{N}, the final model to main
     private: bool = False
-    push_optimizer: bool = False
+    push_optimizer: bool = False  # also upload optimizer/scheduler/RNG state (needed to resume from the hub)
+    offline_ok: bool = False  # hub unreachable at start: train offline (publish later with `delphi push`)
+    retries: int = 3  # retries of a failed upload, waits doubling from retry_wait seconds
+    retry_wait: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,12 @@ class Recipe:
     seq_len: int
     batch_size: int  # global: sequences per optimizer step, whatever the hardware
     micro_batch_size: int | None = None  # per-device sequences per forward; None = no accumulation
+    # Mamba's selective scan implementation (delphi.mamba); same weights and results, different speed
+    mamba_scan: Literal["auto", "cuda-kernels", "triton", "chunked", "mambapy", "reference"] = "auto"
     seeds: Seeds = field(default_factory=Seeds)
     checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
     out_dir: str = "out/{name}"
-    resume: str = "auto"  # auto | never | path to a checkpoint
+    resume: str = "auto"  # auto | never | path to a checkpoint | hub branch "org/name@step400"
     hub: HubSection = field(default_factory=HubSection)
     wandb: str | None = None  # "entity/project" or "project"; None = no W&B
     callbacks: list[str] = field(default_factory=list)  # "pkg.mod:Class" TrainerCallback subclasses
@@ -396,6 +401,7 @@ def _value_problems(recipe: dict, where) -> list[str]:
     """Range and consistency checks, run once every key has the right type."""
     checks: list[tuple[tuple, bool, str]] = []
     data, seeds, ckpt = recipe["data"], recipe.get("seeds", {}), recipe.get("checkpoints", {})
+    hub, resume = recipe.get("hub", {}), recipe.get("resume", "auto")
     batch, micro = recipe["batch_size"], recipe.get("micro_batch_size")
     checks += [
         (("seq_len",), recipe["seq_len"] >= 2, "must be at least 2"),
@@ -416,7 +422,18 @@ def _value_problems(recipe: dict, where) -> list[str]:
         (("checkpoints", "every"), (ckpt.get("every") or 0) >= 0, "must be >= 0 (0 or null: none)"),
         (("checkpoints", "steps"), all(s >= 1 for s in ckpt.get("steps", [])), "must all be >= 1"),
         (("checkpoints", "per_epoch"), (ckpt.get("per_epoch") or 1) >= 1, "must be positive or null"),
-        (("resume",), bool(recipe.get("resume", "auto").strip()), "must be auto, never or a checkpoint path"),
+        (
+            ("resume",),
+            bool(resume.strip()) and ("@" not in resume or os.path.exists(resume) or _is_hub_ref(resume)),
+            "must be auto, never, a checkpoint path or a hub branch 'org/name@step400'",
+        ),
+        (("hub", "retries"), hub.get("retries", 0) >= 0, "must be >= 0"),
+        (("hub", "retry_wait"), hub.get("retry_wait", 0) >= 0, "must be >= 0 (seconds)"),
+        (
+            ("hub", "repo"),
+            not hub.get("repo") or re.fullmatch(r"[\w.-]+/[\w.-]+", hub["repo"]) is not None,
+            "must look like 'org/name'",
+        ),
         (
             ("wandb",),
             not recipe.get("wandb") or re.fullmatch(r"([^/\s]+/)?[^/\s]+", recipe["wandb"]) is not None,
@@ -450,6 +467,12 @@ def _value_problems(recipe: dict, where) -> list[str]:
         except DelphiError as e:
             errors.append(f"callbacks[{i}] in {where(('callbacks',))}: {e}")
     return errors
+
+
+def _is_hub_ref(value: str) -> bool:
+    from delphi.hub import parse_hub_ref
+
+    return parse_hub_ref(value) is not None
 
 
 # ---------------------------------------------------------------- type checking against annotations

@@ -58,3 +58,40 @@ def text_dir(tmp_path: Path) -> Path:
         table = pa.table({"story": rows, "n": list(range(len(rows)))})
         pq.write_table(table, out / f"{split}-00000.parquet")
     return out
+
+
+HUB_TOKEN = "hf_" + "FakeHubT0kenThatMustNeverBeStored42"
+
+
+@pytest.fixture
+def hub_server(tmp_path_factory, monkeypatch):
+    """A local hub-compatible server (tests/hub_server.py) that the real huggingface_hub client talks to.
+
+    Sets HF_ENDPOINT, HF_HUB_DISABLE_XET=1, HF_TOKEN (the server rejects writes without it), a fresh
+    HF_HOME cache, and clears HF_HUB_OFFLINE; undone after the test. Yields the `HubServer`
+    (`.fail(route, times, mode)` injects faults, `.hub.requests` logs every request).
+    """
+    import importlib
+
+    import datasets.config
+    import huggingface_hub.constants
+    import transformers.utils.hub
+    from hub_server import HubServer
+
+    root = tmp_path_factory.mktemp("hub")
+    with HubServer(root / "storage", HUB_TOKEN) as server:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+        monkeypatch.setenv("HF_HOME", str(root / "hf_home"))
+        monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.url)
+        monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+        # transformers keeps one HfApi, which holds the endpoint it was created with
+        monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)
+        importlib.reload(huggingface_hub.constants)  # the endpoint and cache paths are read at import time
+        try:
+            yield server
+        finally:
+            monkeypatch.undo()
+            importlib.reload(huggingface_hub.constants)

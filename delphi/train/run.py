@@ -38,7 +38,7 @@ _COSMETIC_TRAINING_KEYS = {
     "torch_compile_backend",
     "torch_compile_mode",
 }
-_COSMETIC_KEYS = {"resume", "hub", "wandb", "callbacks", "micro_batch_size", "out_dir"}
+_COSMETIC_KEYS = {"resume", "hub", "wandb", "callbacks", "micro_batch_size", "out_dir", "mamba_scan"}
 
 
 def world_size() -> int:
@@ -121,10 +121,15 @@ def prepare_out_dir(recipe: Recipe, *, overwrite: bool) -> Path | None:
 
 
 def _explicit_resume(recipe: Recipe) -> Path | None:
+    from delphi.hub import parse_hub_ref
     from delphi.train.checkpoints import has_resume_state, is_complete
 
     if recipe.resume in ("auto", "never"):
         return None
+    if parse_hub_ref(recipe.resume) is not None:
+        from delphi.train.publish import download_checkpoint
+
+        return download_checkpoint(recipe.resume, Path(recipe.out_dir))
     path = Path(recipe.resume)
     if not (path.is_dir() and is_complete(path) and has_resume_state(path)):
         raise DelphiError(
@@ -205,6 +210,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     """Train `recipe` to its end (resuming if it can) and return a summary of the run."""
     import torch
 
+    from delphi.mamba import check_scan_path
     from delphi.models import build_config, build_model, count_parameters
     from delphi.tokenizer import load_tokenizer
     from delphi.train.checkpoints import list_checkpoints, read_checkpoint_meta, run_context
@@ -220,6 +226,8 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     resume_from = prepare_out_dir(recipe, overwrite=overwrite)
 
     config = build_config(recipe.model)
+    if recipe.model["architecture"] == "MambaForCausalLM":
+        check_scan_path(recipe.mamba_scan)
     tokenizer = load_tokenizer(recipe.tokenizer)
     if len(tokenizer) > config.vocab_size:
         raise DelphiError(
@@ -227,6 +235,9 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
             f"{config.vocab_size}; set model.vocab_size >= {len(tokenizer)}"
         )
     train_ds, eval_ds = _load_data(recipe, config.vocab_size)
+    from delphi.train.publish import HubPublisher, close_hub_uploader, open_hub_uploader
+
+    uploader = open_hub_uploader(recipe, main_process=is_main_process())  # checks the hub before training
     user_callbacks = [cls() for cls in recipe.callback_classes()] + list(callbacks)
 
     steps_per_epoch = len(train_ds) // recipe.batch_size
@@ -245,7 +256,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     _wandb_env(recipe)
     args = recipe.training_arguments(ws, **extra)
 
-    model = build_model(recipe.model, seed=recipe.seeds.init)
+    model = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)
     total_params, non_embedding = count_parameters(model)
     micro, accumulation = recipe.batch_split(ws)
     if is_main_process():
@@ -286,6 +297,8 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     )
     if recipe.wandb:
         trainer.add_callback(RecipeToWandb(recipe))
+    if uploader is not None:
+        trainer.add_callback(HubPublisher(uploader))
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     finally:
@@ -294,6 +307,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
 
             if wandb.run is not None:
                 wandb.finish()  # flush: HF's callback leaves the run open for more logging
+        hub_summary = close_hub_uploader(uploader, recipe, main_process=is_main_process())
 
     saved = list_checkpoints(recipe.out_dir)
     final = read_checkpoint_meta(saved[-1][1]) if saved else {}
@@ -304,6 +318,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
         "final_checkpoint": str(saved[-1][1]) if saved else None,
         "eval_loss": final.get("eval_loss"),
         "parameters": total_params,
+        "hub": hub_summary,
     }
     if is_main_process():
         log.info(
