@@ -150,7 +150,7 @@ def main() -> None:
     print(f"device {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else os.cpu_count()} "
           f"{'' if args.device == 'cuda' else 'cores'}), batch {args.batch}x{args.seq_len}, "
           f"{args.steps} steps, first {args.warmup} not timed")  # fmt: skip
-    header = f"{'model':<14}{'mode':<14}{'params':>10}{'raw tok/s':>12}{'delphi tok/s':>14}{'ratio':>8}"
+    header = f"{'model':<24}{'mode':<14}{'params':>10}{'raw tok/s':>12}{'delphi tok/s':>14}{'ratio':>8}"
     print(header)
     print("-" * len(header))
     for name in args.models:
@@ -171,7 +171,7 @@ def main() -> None:
             raw_tps = tok / span(raw_loop(recipe, data, **kw), args.warmup)
             our_tps = tok / span(delphi_trainer(recipe, data, **kw), args.warmup)
             print(
-                f"{name + note:<14}{mode:<14}{params:>10,}{raw_tps:>12,.0f}{our_tps:>14,.0f}{our_tps / raw_tps:>8.3f}",
+                f"{name + note:<24}{mode:<14}{params:>10,}{raw_tps:>12,.0f}{our_tps:>14,.0f}{our_tps / raw_tps:>8.3f}",
                 flush=True,
             )
 

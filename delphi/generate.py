@@ -7,19 +7,28 @@ from pathlib import Path
 from delphi.errors import DelphiError
 
 
-def resolve_checkpoint(model: str | Path) -> str:
-    """A checkpoint folder as is; a run directory -> its newest complete checkpoint; else a hub id."""
-    from delphi.train.checkpoints import list_checkpoints
+def resolve_checkpoint(model: str | Path, revision: str | None = None) -> tuple[str, str | None]:
+    """(where to load from, hub revision): a checkpoint folder as is; a run directory -> its `revision`
+    step folder, or its newest complete checkpoint; anything else is a hub id with `revision`."""
+    from delphi.train.checkpoints import is_complete, list_checkpoints
 
     path = Path(model)
     if (path / "config.json").is_file():
-        return str(path)
+        if revision is not None:
+            raise DelphiError(
+                f"{str(path)!r} is one checkpoint; --revision {revision!r} applies to runs and repos"
+            )
+        return str(path), None
     if path.is_dir():
+        if revision is not None:
+            if not is_complete(path / revision):
+                raise DelphiError(f"run {str(path)!r} has no complete checkpoint {revision!r}")
+            return str(path / revision), None
         saved = list_checkpoints(path)
         if not saved:
             raise DelphiError(f"{str(path)!r} holds no model (config.json) and no complete step checkpoints")
-        return str(saved[-1][1])
-    return str(model)
+        return str(saved[-1][1]), None
+    return str(model), revision
 
 
 def generate(
@@ -46,7 +55,7 @@ def generate(
         raise DelphiError(f"need n >= 1 and max_new_tokens >= 1, got n={n}, max_new_tokens={max_new_tokens}")
     if temperature < 0:
         raise DelphiError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    where = resolve_checkpoint(model)
+    where, revision = resolve_checkpoint(model, revision)
     tokenizer = load_tokenizer(where, revision=revision)
     try:
         lm = AutoModelForCausalLM.from_pretrained(where, revision=revision)

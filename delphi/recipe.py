@@ -416,12 +416,16 @@ def _value_problems(recipe: dict, where) -> list[str]:
         (("data", "path"), bool(data["path"].strip()), "must name a directory or hub id"),
         (
             ("data", "validation_size"),
-            (data.get("validation_size") or 1) >= 1,
+            data.get("validation_size") is None or data["validation_size"] >= 1,
             "must be positive, or null for the whole split",
         ),
         (("checkpoints", "every"), (ckpt.get("every") or 0) >= 0, "must be >= 0 (0 or null: none)"),
         (("checkpoints", "steps"), all(s >= 1 for s in ckpt.get("steps", [])), "must all be >= 1"),
-        (("checkpoints", "per_epoch"), (ckpt.get("per_epoch") or 1) >= 1, "must be positive or null"),
+        (
+            ("checkpoints", "per_epoch"),
+            ckpt.get("per_epoch") is None or ckpt["per_epoch"] >= 1,
+            "must be positive or null",
+        ),
         (
             ("resume",),
             bool(resume.strip()) and ("@" not in resume or os.path.exists(resume) or _is_hub_ref(resume)),

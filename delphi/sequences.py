@@ -194,16 +194,11 @@ def _check_out_dir(out_path: Path, in_dataset, overwrite: bool) -> list[Path]:
 
 def _load_tokenizer(tokenizer):
     """A loaded tokenizer (loading it from a directory or hub id) that has `<bos>` and `<eos>`."""
-    if isinstance(tokenizer, str | os.PathLike):
-        from delphi.tokenizer import load_tokenizer
+    from delphi.tokenizer import load_tokenizer, require_specials
 
-        tokenizer = load_tokenizer(tokenizer)
-    for role in ("bos", "eos"):
-        if getattr(tokenizer, f"{role}_token_id", None) is None:
-            raise DelphiError(
-                f"tokenizer {tokenizer.name_or_path!r} has no {role} token: sequences need <bos> at the "
-                "start and <eos> after each document; use a tokenizer made by `delphi tokenizer`"
-            )
+    if isinstance(tokenizer, str | os.PathLike):
+        return load_tokenizer(tokenizer)
+    require_specials(tokenizer)
     return tokenizer
 
 

@@ -132,7 +132,18 @@ def load_tokenizer(name_or_path: str | Path, *, revision: str | None = None):
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
     except (OSError, ValueError) as e:
         raise DelphiError(f"could not load tokenizer {str(name_or_path)!r}: {e}") from e
+    require_specials(tokenizer)
     return tokenizer
+
+
+def require_specials(tokenizer) -> None:
+    """Sequences start with `<bos>` and documents end with `<eos>`: a tokenizer without them cannot serve."""
+    for role in ("bos", "eos"):
+        if getattr(tokenizer, f"{role}_token_id", None) is None:
+            raise DelphiError(
+                f"tokenizer {tokenizer.name_or_path!r} has no {role} token: sequences need <bos> at the "
+                "start and <eos> after each document; use a tokenizer made by `delphi tokenizer`"
+            )
 
 
 def _check_out_dir(out_path: Path, overwrite: bool) -> None:

@@ -175,6 +175,10 @@ def test_out_dir_of_a_different_run_is_refused(stories_data, tmp_path):
     never = load_recipe([tmp_path / "a.yaml"], ["resume=never", "training.max_steps=2"])
     with pytest.raises(DelphiError, match="resume is 'never'"):
         train(never)
+    broken = load_recipe([other], ["training.max_steps=2", f"data.path={tmp_path / 'missing'}"])
+    with pytest.raises(DelphiError, match="not a readable file or directory"):
+        train(broken, overwrite=True)  # --overwrite with a bad input must not have deleted anything
+    assert (out / "step2" / "model.safetensors").read_bytes() == before
     summary = train(load_recipe([other], ["training.max_steps=2"]), overwrite=True)
     assert summary["checkpoints"] == [1, 2]
     assert (out / "step2" / "model.safetensors").read_bytes() != before
@@ -305,6 +309,14 @@ def test_generate_from_a_run_is_reproducible(stories_data, tmp_path):
     assert a == generate(out / "step12", prompt="Once upon a time", n=2, max_new_tokens=20, seed=3)
     assert a != generate(out, prompt="Once upon a time", n=2, max_new_tokens=20, seed=4)
     assert len(a) == 2 and all(text.startswith("Once upon a time") for text in a)
+    assert generate(out, revision="step5", n=1, max_new_tokens=8, seed=1) == generate(
+        out / "step5", n=1, max_new_tokens=8, seed=1
+    )
+    assert generate(out, revision="step5", n=1, max_new_tokens=8, seed=1) != generate(
+        out, n=1, max_new_tokens=8, seed=1
+    )
+    with pytest.raises(DelphiError, match="no complete checkpoint 'step3'"):
+        generate(out, revision="step3")
     greedy = generate(out / "step1", prompt="The cat", n=1, max_new_tokens=10, temperature=0)
     assert greedy == generate(out / "step1", prompt="The cat", n=1, max_new_tokens=10, temperature=0, seed=9)
     with pytest.raises(DelphiError, match="no complete step checkpoints"):
@@ -340,3 +352,12 @@ def test_explicit_resume_path_continues_into_a_new_out_dir(stories_data, tmp_pat
     bad = write_recipe(tmp_path / "c.yaml", stories_data, tmp_path / "c", resume=str(tmp_path / "a"))
     with pytest.raises(DelphiError, match="not a complete checkpoint with optimizer state"):
         train(load_recipe([bad]))
+
+
+def test_zero_means_no_regular_checkpoints(stories_data, tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml", stories_data, tmp_path / "run", checkpoints={"every": 0, "steps": [3]}
+    )
+    assert train(load_recipe([recipe]))["checkpoints"] == [3, 12]
+    with pytest.raises(DelphiError, match="validation_size"):
+        load_recipe([recipe], ["data.validation_size=0"])

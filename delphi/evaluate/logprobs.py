@@ -39,7 +39,7 @@ def token_logprobs(model, input_ids):
     import torch
     import torch.nn.functional as F
 
-    logits = model(input_ids).logits
+    logits = model(input_ids=input_ids, use_cache=False).logits
     vocab = logits.shape[-1]
     nll = F.cross_entropy(
         logits[:, :-1].reshape(-1, vocab).float(), input_ids[:, 1:].reshape(-1), reduction="none"

@@ -38,7 +38,16 @@ _COSMETIC_TRAINING_KEYS = {
     "torch_compile_backend",
     "torch_compile_mode",
 }
-_COSMETIC_KEYS = {"resume", "hub", "wandb", "callbacks", "micro_batch_size", "out_dir", "mamba_scan"}
+_COSMETIC_KEYS = {
+    "resume",
+    "hub",
+    "wandb",
+    "callbacks",
+    "micro_batch_size",
+    "out_dir",
+    "mamba_scan",
+    "checkpoints",
+}
 
 
 def world_size() -> int:
@@ -70,11 +79,12 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def prepare_out_dir(recipe: Recipe, *, overwrite: bool) -> Path | None:
-    """Decide what to do with `out_dir`; return the checkpoint to resume from, or None.
+def prepare_out_dir(recipe: Recipe, *, overwrite: bool) -> tuple[Path | None, list[Path]]:
+    """Decide what to do with `out_dir`: (the checkpoint to resume from or None, what to delete first).
 
     Refuses (before any work) an out_dir holding a different run, or checkpoints with
-    `resume: never`, unless `overwrite`; with `overwrite` the old run's files are removed.
+    `resume: never`, unless `overwrite`. Nothing is deleted here: with `overwrite`, the old run's
+    files are returned, and `train` removes them only once every other check has passed.
     """
     import yaml
 
@@ -86,13 +96,8 @@ def prepare_out_dir(recipe: Recipe, *, overwrite: bool) -> Path | None:
     existing = list_checkpoints(out_dir)
     saved_recipe = out_dir / RECIPE_FILE
     if overwrite and out_dir.exists():
-        if is_main_process():
-            for _, folder in existing:
-                shutil.rmtree(folder)
-            for leftover in out_dir.glob(".step*"):
-                shutil.rmtree(leftover, ignore_errors=True)
-            saved_recipe.unlink(missing_ok=True)
-        return _explicit_resume(recipe)
+        old_run = [folder for _, folder in existing] + sorted(out_dir.glob(".step*")) + [saved_recipe]
+        return _explicit_resume(recipe), [p for p in old_run if p.exists()]
     if existing or saved_recipe.exists():
         if saved_recipe.exists():
             before = yaml.safe_load(saved_recipe.read_text())
@@ -116,8 +121,16 @@ def prepare_out_dir(recipe: Recipe, *, overwrite: bool) -> Path | None:
     if is_main_process():
         remove_stale_temp_dirs(out_dir)
     if recipe.resume == "auto":
-        return latest_resumable(out_dir)
-    return _explicit_resume(recipe)
+        return latest_resumable(out_dir), []
+    return _explicit_resume(recipe), []
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _explicit_resume(recipe: Recipe) -> Path | None:
@@ -215,6 +228,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     from delphi.tokenizer import load_tokenizer
     from delphi.train.checkpoints import list_checkpoints, read_checkpoint_meta, run_context
     from delphi.train.launch import warn_if_world_size_differs
+    from delphi.train.publish import HubPublisher, close_hub_uploader, open_hub_uploader
     from delphi.train.schedule import checkpoint_steps, format_steps
     from delphi.train.trainer import DelphiTrainer
 
@@ -223,7 +237,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
         warn_if_world_size_differs(ws)
     recipe.batch_split(ws)  # fails early when the batch cannot be split over this world size
     _check_wandb(recipe)
-    resume_from = prepare_out_dir(recipe, overwrite=overwrite)
+    resume_from, old_run = prepare_out_dir(recipe, overwrite=overwrite)
 
     config = build_config(recipe.model)
     if recipe.model["architecture"] == "MambaForCausalLM":
@@ -235,9 +249,6 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
             f"{config.vocab_size}; set model.vocab_size >= {len(tokenizer)}"
         )
     train_ds, eval_ds = _load_data(recipe, config.vocab_size)
-    from delphi.train.publish import HubPublisher, close_hub_uploader, open_hub_uploader
-
-    uploader = open_hub_uploader(recipe, main_process=is_main_process())  # checks the hub before training
     user_callbacks = [cls() for cls in recipe.callback_classes()] + list(callbacks)
 
     steps_per_epoch = len(train_ds) // recipe.batch_size
@@ -245,7 +256,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     schedule = recipe.checkpoints
     steps = checkpoint_steps(
         total,
-        every=schedule.every,
+        every=schedule.every or None,
         steps=schedule.steps,
         per_epoch=schedule.per_epoch,
         steps_per_epoch=steps_per_epoch,
@@ -259,26 +270,8 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     model = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)
     total_params, non_embedding = count_parameters(model)
     micro, accumulation = recipe.batch_split(ws)
-    if is_main_process():
-        Path(recipe.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(recipe.out_dir) / RECIPE_FILE).write_text(recipe.dump_yaml())
-        log.info(
-            "%s: %s, %s parameters (%s without embeddings); %d train / %d validation sequences of %d",
-            recipe.name, recipe.model["architecture"], f"{total_params:,}", f"{non_embedding:,}",
-            len(train_ds), len(eval_ds), recipe.seq_len,
-        )  # fmt: skip
-        log.info(
-            "global batch %d = %d process(es) x %d micro x %d accumulation; %d steps (%d per epoch), %s tokens/step",
-            recipe.batch_size, ws, micro, accumulation, total, steps_per_epoch, f"{recipe.tokens_per_step:,}",
-        )  # fmt: skip
-        log.info("checkpoints at steps: %s", format_steps(steps))
-        if resume_from is not None:
-            log.info("resuming from %s", resume_from)
-
-    context = run_context()
-    context.update(
-        world_size=ws, recipe=recipe.name, parameters=total_params, non_embedding_parameters=non_embedding
-    )
+    context = run_context(world_size=ws)
+    context.update(recipe=recipe.name, parameters=total_params, non_embedding_parameters=non_embedding)
     run_files = {
         RECIPE_FILE: recipe.dump_yaml(),
         "run_context.json": json.dumps(context, indent=2, sort_keys=True) + "\n",
@@ -297,8 +290,27 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     )
     if recipe.wandb:
         trainer.add_callback(RecipeToWandb(recipe))
+    # the last check (is the hub reachable?) comes last, as it starts the upload thread
+    uploader = open_hub_uploader(recipe, main_process=is_main_process())
     if uploader is not None:
         trainer.add_callback(HubPublisher(uploader))
+
+    if is_main_process():
+        _remove(old_run)  # --overwrite: only now that every check has passed
+        Path(recipe.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(recipe.out_dir) / RECIPE_FILE).write_text(recipe.dump_yaml())
+        log.info(
+            "%s: %s, %s parameters (%s without embeddings); %d train / %d validation sequences of %d",
+            recipe.name, recipe.model["architecture"], f"{total_params:,}", f"{non_embedding:,}",
+            len(train_ds), len(eval_ds), recipe.seq_len,
+        )  # fmt: skip
+        log.info(
+            "global batch %d = %d process(es) x %d micro x %d accumulation; %d steps (%d per epoch), %s tokens/step",
+            recipe.batch_size, ws, micro, accumulation, total, steps_per_epoch, f"{recipe.tokens_per_step:,}",
+        )  # fmt: skip
+        log.info("checkpoints at steps: %s", format_steps(steps))
+        if resume_from is not None:
+            log.info("resuming from %s", resume_from)
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     finally:
