@@ -26,14 +26,28 @@ HUB_MANAGED = frozenset({".gitattributes"})
 _HUB_REF = re.compile(r"^([\w.-]+/[\w.-]+)@([\w.-]+)$")
 
 
-def _explain(action: str, repo_id: str, err: Exception) -> DelphiError:
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+def hub_error(action: str, repo_id: str, err: Exception) -> DelphiError:
+    """A one-line, actionable reason for a failed hub call (the token itself never appears)."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalTokenNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     if isinstance(err, LocalTokenNotFoundError):
         hint = "no hub token found; set HF_TOKEN or run `hf auth login`"
+    elif isinstance(err, RepositoryNotFoundError):
+        hint = "the repo does not exist or is private (set HF_TOKEN for private repos)"
+    elif isinstance(err, RevisionNotFoundError):
+        hint = "that branch does not exist"
+    elif isinstance(err, EntryNotFoundError):
+        hint = "that file does not exist there"
     elif isinstance(err, OfflineModeIsEnabled):
-        hint = "HF_HUB_OFFLINE is set; unset it to upload"
+        hint = "HF_HUB_OFFLINE is set; unset it to reach the hub"
     elif isinstance(err, HfHubHTTPError) and getattr(err, "response", None) is not None:
         status = err.response.status_code
         if status in (401, 403):
@@ -45,6 +59,16 @@ def _explain(action: str, repo_id: str, err: Exception) -> DelphiError:
     return DelphiError(f"could not {action} hub repo {repo_id!r}: {hint}")
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link `source` to `target` (instant, no extra disk), or copy it where links are not possible."""
+    try:
+        os.link(source, target)
+    except OSError:
+        import shutil
+
+        shutil.copy2(source, target)
+
+
 def ensure_repo(repo_id: str, *, repo_type: str = "model", private: bool = False) -> str:
     """Create `repo_id` if needed and return its URL; fails fast when the hub is unreachable."""
     from huggingface_hub import HfApi
@@ -52,7 +76,7 @@ def ensure_repo(repo_id: str, *, repo_type: str = "model", private: bool = False
     try:
         return str(HfApi().create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True))
     except Exception as e:  # network errors come in many types (requests/httpx/OSError)
-        raise _explain("create or open", repo_id, e) from e
+        raise hub_error("create or open", repo_id, e) from e
 
 
 def upload_dir(
@@ -79,7 +103,7 @@ def upload_dir(
             allow_patterns=allow_patterns,
         )
     except Exception as e:
-        raise _explain("upload to", repo_id, e) from e
+        raise hub_error("upload to", repo_id, e) from e
     return str(getattr(info, "commit_url", info))
 
 
@@ -236,5 +260,5 @@ def download_revision(repo_id: str, revision: str, dest: str | Path, *, repo_typ
             f"hub repo {repo_id!r} not found (or private: set HF_TOKEN or run `hf auth login`)"
         ) from e
     except Exception as e:
-        raise _explain(f"download {revision!r} of", repo_id, e) from e
+        raise hub_error(f"download {revision!r} of", repo_id, e) from e
     return Path(path)

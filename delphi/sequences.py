@@ -23,7 +23,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from delphi.errors import DelphiError
+from delphi.hub import link_or_copy
 
 MIN_SEQ_LEN = 3
 SHARD_NAME = "{split}-{index:05d}.parquet"
@@ -354,7 +354,7 @@ def _stage_for_hub(work: Path, metadata: dict) -> Path:
     (staging / HUB_DATA_DIR).mkdir(parents=True)
     for info in metadata["splits"].values():
         for name in info["files"]:
-            _link_or_copy(work / name, staging / HUB_DATA_DIR / name)
+            link_or_copy(work / name, staging / HUB_DATA_DIR / name)
     _write_metadata(staging, metadata, prefix=f"{HUB_DATA_DIR}/")
     return staging
 
@@ -374,13 +374,6 @@ def _push(staging: Path, repo_id: str, metadata: dict, *, kept: Path | None) -> 
     except DelphiError as e:
         where = f"the local copy in {str(kept)!r} is complete" if kept else "nothing was kept locally"
         raise DelphiError(f"{e} ({where})") from e
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def _install(work: Path, out_path: Path, stale: list[Path]) -> None:

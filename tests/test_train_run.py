@@ -148,7 +148,10 @@ def test_bad_inputs_fail_before_training(stories_data, tmp_path):
 
     fails(r"not a readable file or directory", **{"data.path": str(tmp_path / "missing")})
     fails(r"'ids' not found.*tokens", **{"data.feature": "ids"})
-    fails(r"384 tokens .* vocab_size is 383.*>= 384", model={**MODEL, "vocab_size": 383})
+    fails(
+        r"384 tokens but the model's vocab_size is 383; set model.vocab_size to at least 384",
+        model={**MODEL, "vocab_size": 383},
+    )
     fails(r"longer|length.*32.*seq_len 16|16", seq_len=16)
     fails(r"micro_batch_size .* is 3: must divide batch_size \(10\)", batch_size=10, micro_batch_size=3)
 

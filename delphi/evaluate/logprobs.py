@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from delphi.errors import DelphiError
-from delphi.evaluate.sources import ALL, checkpoint_ref, hub_error, is_local, select_branches
+from delphi.evaluate.sources import ALL, checkpoint_ref, is_local, select_branches
+from delphi.hub import hub_error, link_or_copy
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def _push(out_repo: str, branch: str, parquet: Path, name: str, info: dict) -> N
         api.create_branch(out_repo, branch=branch, repo_type="dataset", exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="delphi-logprobs-") as staging:
             (Path(staging) / "data").mkdir()
-            _link_or_copy(parquet, Path(staging) / "data" / f"{name}-00000.parquet")
+            link_or_copy(parquet, Path(staging) / "data" / f"{name}-00000.parquet")
             (Path(staging) / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
             api.upload_folder(
                 folder_path=staging,
@@ -214,13 +214,6 @@ def _push(out_repo: str, branch: str, parquet: Path, name: str, info: dict) -> N
             )
     except Exception as e:
         raise hub_error(f"push logprobs of {branch} to", out_repo, e) from e
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def _model_id(model: str) -> str:

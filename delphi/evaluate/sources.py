@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from delphi.errors import DelphiError
+from delphi.hub import hub_error
 
 STEP_BRANCH = re.compile(r"^step(\d+)$")
 ALL = "ALL"
@@ -36,32 +37,6 @@ def _check_source(model: str) -> None:
             )
         if not path.is_dir():
             raise DelphiError(f"model {model!r} is not a run directory")
-
-
-def hub_error(action: str, repo_id: str, err: Exception) -> DelphiError:
-    """A one-line reason for a failed hub call (missing repo or branch, offline, unreachable, HTTP status)."""
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if isinstance(err, RepositoryNotFoundError):
-        why = "the repo does not exist or is private (set HF_TOKEN for private repos)"
-    elif isinstance(err, RevisionNotFoundError):
-        why = "that branch does not exist"
-    elif isinstance(err, EntryNotFoundError):
-        why = "that file does not exist there"
-    elif isinstance(err, OfflineModeIsEnabled):
-        why = "HF_HUB_OFFLINE is set"
-    elif isinstance(err, HfHubHTTPError) and getattr(err, "response", None) is not None:
-        why = f"the hub answered HTTP {err.response.status_code}"
-    else:
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        why = f"the hub at {endpoint} could not be reached ({type(err).__name__})"
-    return DelphiError(f"could not {action} hub repo {repo_id!r}: {why}")
 
 
 def list_branches(model: str | os.PathLike) -> list[str]:

@@ -155,11 +155,16 @@ def publish_checkpoint(temp_dir: str | os.PathLike, final_dir: str | os.PathLike
     return final_dir
 
 
+def is_resume_state(path: str) -> bool:
+    """Optimizer, scheduler, scaler and RNG state (a file name, not in a subfolder): what resume needs."""
+    return "/" not in path and _RESUME_STATE.match(path) is not None
+
+
 def drop_resume_state(folder: str | os.PathLike) -> list[str]:
     """Delete optimizer/scheduler/scaler/RNG state from a checkpoint folder (never the model); returns names."""
     removed = []
     for entry in Path(folder).iterdir():
-        if entry.is_file() and _RESUME_STATE.match(entry.name):
+        if entry.is_file() and is_resume_state(entry.name):
             entry.unlink()
             removed.append(entry.name)
     return sorted(removed)

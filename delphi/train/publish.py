@@ -27,19 +27,14 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from delphi.errors import DelphiError
-from delphi.hub import ensure_repo, local_files, publish_folder
+from delphi.hub import ensure_repo, link_or_copy, local_files, publish_folder
 from delphi.model_card import model_card
-from delphi.train.checkpoints import _RESUME_STATE, checkpoint_dir, is_complete
+from delphi.train.checkpoints import checkpoint_dir, is_complete, is_resume_state
 
 log = logging.getLogger("delphi.hub")
 
 STAGING_DIR = ".hub-staging"  # inside the run folder: same file system, so hard links work
 MAX_RETRY_WAIT = 300.0
-
-
-def is_resume_state(path: str) -> bool:
-    """Optimizer, scheduler, scaler and RNG state: uploaded only with push_optimizer."""
-    return "/" not in path and _RESUME_STATE.match(path) is not None
 
 
 def branch_name(step: int) -> str:
@@ -60,10 +55,7 @@ def stage_checkpoint(
             continue
         target = staged / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
+        link_or_copy(path, target)
     (staged / "README.md").write_text(model_card(folder, repo_id, is_final=is_final))
     return staged
 

@@ -88,7 +88,7 @@ def prepare_out_dir(recipe: Recipe, *, overwrite: bool) -> tuple[Path | None, li
     """
     import yaml
 
-    from delphi.train.checkpoints import latest_resumable, list_checkpoints, remove_stale_temp_dirs
+    from delphi.train.checkpoints import latest_resumable, list_checkpoints
 
     out_dir = Path(recipe.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -118,9 +118,7 @@ def prepare_out_dir(recipe: Recipe, *, overwrite: bool) -> tuple[Path | None, li
                 f"out_dir {str(out_dir)!r} already holds checkpoints up to {existing[-1][1].name} and "
                 "resume is 'never'; use resume: auto to continue, or --overwrite to start over"
             )
-    if is_main_process():
-        remove_stale_temp_dirs(out_dir)
-    if recipe.resume == "auto":
+    if recipe.resume == "auto":  # (DelphiTrainer.train removes a killed save's `.stepN.tmp` leftovers)
         return latest_resumable(out_dir), []
     return _explicit_resume(recipe), []
 
@@ -224,7 +222,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     import torch
 
     from delphi.mamba import check_scan_path
-    from delphi.models import build_config, build_model, count_parameters
+    from delphi.models import build_config, build_model, check_vocab, count_parameters
     from delphi.tokenizer import load_tokenizer
     from delphi.train.checkpoints import list_checkpoints, read_checkpoint_meta, run_context
     from delphi.train.launch import warn_if_world_size_differs
@@ -243,11 +241,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     if recipe.model["architecture"] == "MambaForCausalLM":
         check_scan_path(recipe.mamba_scan)
     tokenizer = load_tokenizer(recipe.tokenizer)
-    if len(tokenizer) > config.vocab_size:
-        raise DelphiError(
-            f"tokenizer {recipe.tokenizer!r} has {len(tokenizer)} tokens but the model's vocab_size is "
-            f"{config.vocab_size}; set model.vocab_size >= {len(tokenizer)}"
-        )
+    check_vocab(config.vocab_size, tokenizer_vocab_size=len(tokenizer))
     train_ds, eval_ds = _load_data(recipe, config.vocab_size)
     user_callbacks = [cls() for cls in recipe.callback_classes()] + list(callbacks)
 
