@@ -95,3 +95,25 @@ def hub_server(tmp_path_factory, monkeypatch):
         finally:
             monkeypatch.undo()
             importlib.reload(huggingface_hub.constants)
+
+
+@pytest.fixture(scope="session")
+def stories_data(tinystories, tmp_path_factory):
+    """A folder with `tok/` (a 384-token delphi tokenizer trained on TinyStories) and `data/` (TinyStories
+    slices tokenized into 32-token sequences): the input of every tiny end-to-end run (tests/tiny.py)."""
+    from delphi.sequences import tokenize_dataset
+    from delphi.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("stories")
+    train_tokenizer(
+        str(tinystories), feature="story", split="train[:15%]", vocab_size=384, out_dir=root / "tok"
+    )
+    tokenize_dataset(
+        str(tinystories),
+        feature="story",
+        splits=["train[:3%]", "validation[:1%]"],
+        tokenizer=str(root / "tok"),
+        seq_len=32,
+        out_dir=root / "data",
+    )
+    return root

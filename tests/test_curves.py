@@ -20,28 +20,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def two_runs(tinystories, tmp_path_factory) -> list[Path]:
-    """Two tiny runs of different recipes (names `tiny-a`, `tiny-b`) on the same TinyStories slice."""
-    from test_logprobs import MODEL, train_tiny_run
-
-    from delphi.sequences import tokenize_dataset
-    from delphi.tokenizer import train_tokenizer
+def two_runs(stories_data, tmp_path_factory) -> list[Path]:
+    from test_logprobs import train_tiny_run
+    from tiny import MODEL
 
     root = tmp_path_factory.mktemp("curves")
-    train_tokenizer(
-        str(tinystories), feature="story", split="train[:5%]", vocab_size=384, out_dir=root / "tok"
-    )
-    tokenize_dataset(
-        str(tinystories),
-        feature="story",
-        splits=["train[:2%]", "validation[:1%]"],
-        tokenizer=str(root / "tok"),
-        seq_len=32,
-        out_dir=root / "data",
-    )
     return [
-        train_tiny_run(root, root, "tiny-a"),
-        train_tiny_run(root, root, "tiny-b", model={**MODEL, "hidden_size": 32, "intermediate_size": 64}),
+        train_tiny_run(root, stories_data, "tiny-a"),
+        train_tiny_run(
+            root, stories_data, "tiny-b", model={**MODEL, "hidden_size": 32, "intermediate_size": 64}
+        ),
     ]
 
 

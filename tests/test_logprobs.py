@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-import yaml
+from tiny import write_recipe
 
 from delphi.errors import DelphiError
 from delphi.evaluate.logprobs import MARKER, load_logprobs, logprobs_for_checkpoints, token_logprobs
@@ -21,64 +21,30 @@ from delphi.train.checkpoints import read_checkpoint_meta
 
 REPO = Path(__file__).resolve().parents[1]
 
-MODEL = {
-    "architecture": "LlamaForCausalLM",
-    "vocab_size": 384,
-    "hidden_size": 16,
-    "intermediate_size": 32,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "num_hidden_layers": 1,
-    "max_position_embeddings": 32,
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-    "pad_token_id": 2,
-}
-
 
 def train_tiny_run(root: Path, data: Path, name: str, **overrides) -> Path:
     """Train a tiny Llama for 8 steps (checkpoints 1, 2, 4, 8) on `data`; return its run directory."""
     from delphi.recipe import load_recipe
     from delphi.train.run import train
 
-    recipe = {
-        "name": name,
-        "model": dict(MODEL),
-        "tokenizer": str(data / "tok"),
-        "data": {"path": str(data / "data"), "validation_size": 16},
-        "seq_len": 32,
-        "batch_size": 8,
-        "seeds": {"init": 7, "data": 11},
-        "checkpoints": {"steps": [1, 2, 4]},
-        "out_dir": str(root / name),
-        "training": {"max_steps": 8, "learning_rate": 5e-3, "warmup_steps": 2, "disable_tqdm": True},
+    path = write_recipe(
+        root / f"{name}.yaml",
+        data,
+        root / name,
+        name=name,
+        data={"path": str(data / "data"), "validation_size": 16},
+        checkpoints={"steps": [1, 2, 4]},
+        **{"training.max_steps": 8},
         **overrides,
-    }
-    path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    )
     train(load_recipe([path]))
     return root / name
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tinystories, tmp_path_factory) -> tuple[Path, Path]:
+def tiny_run(stories_data, tmp_path_factory) -> tuple[Path, Path]:
     """(run directory with checkpoints step1, step2, step4, step8; tokenized dataset directory)."""
-    from delphi.sequences import tokenize_dataset
-    from delphi.tokenizer import train_tokenizer
-
-    root = tmp_path_factory.mktemp("logprobs")
-    train_tokenizer(
-        str(tinystories), feature="story", split="train[:5%]", vocab_size=384, out_dir=root / "tok"
-    )
-    tokenize_dataset(
-        str(tinystories),
-        feature="story",
-        splits=["train[:2%]", "validation[:1%]"],
-        tokenizer=str(root / "tok"),
-        seq_len=32,
-        out_dir=root / "data",
-    )
-    return train_tiny_run(root, root, "tiny"), root / "data"
+    return train_tiny_run(tmp_path_factory.mktemp("logprobs"), stories_data, "tiny"), stories_data / "data"
 
 
 def direct_logprobs(checkpoint: Path, sequences: list[list[int]]) -> np.ndarray:

@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny import MODEL, write_recipe
 
 from delphi.errors import DelphiError
 from delphi.recipe import load_recipe
@@ -25,72 +26,6 @@ from delphi.train.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "hf_" + "S3cr3tT0k3nThatMustNeverBeWritten01"
-
-
-@pytest.fixture(scope="module")
-def stories_data(tinystories, tmp_path_factory):
-    """TinyStories (a slice) -> delphi tokenizer -> delphi sequences of 32 tokens."""
-    from delphi.sequences import tokenize_dataset
-    from delphi.tokenizer import train_tokenizer
-
-    root = tmp_path_factory.mktemp("stories")
-    train_tokenizer(
-        str(tinystories), feature="story", split="train[:15%]", vocab_size=384, out_dir=root / "tok"
-    )
-    tokenize_dataset(
-        str(tinystories),
-        feature="story",
-        splits=["train[:3%]", "validation[:1%]"],
-        tokenizer=str(root / "tok"),
-        seq_len=32,
-        out_dir=root / "data",
-    )
-    return root
-
-
-MODEL = {
-    "architecture": "LlamaForCausalLM",
-    "vocab_size": 384,
-    "hidden_size": 16,
-    "intermediate_size": 32,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "num_hidden_layers": 1,
-    "max_position_embeddings": 32,
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-    "pad_token_id": 2,
-}
-
-
-def write_recipe(path: Path, data_root: Path, out_dir: Path, **overrides) -> Path:
-    """A tiny-Llama recipe on `data_root`; `overrides` set top-level keys or `section.key`."""
-    recipe = {
-        "model": dict(MODEL),
-        "tokenizer": str(data_root / "tok"),
-        "data": {"path": str(data_root / "data"), "validation_size": 24},
-        "seq_len": 32,
-        "batch_size": 8,
-        "seeds": {"init": 7, "data": 11},
-        "checkpoints": {"every": 5, "steps": [1, 2, 4]},
-        "out_dir": str(out_dir),
-        "training": {
-            "max_steps": 12,
-            "learning_rate": 5e-3,
-            "warmup_steps": 2,
-            "lr_scheduler_type": "cosine",
-            "logging_steps": 1,
-            "disable_tqdm": True,
-        },
-    }
-    for key, value in overrides.items():
-        section, _, sub = key.partition(".")
-        if sub:
-            recipe.setdefault(section, {})[sub] = value
-        else:
-            recipe[section] = value
-    path.write_text(yaml.safe_dump(recipe))
-    return path
 
 
 def final_weights(out_dir: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,51 @@
+"""The tiny Llama recipe that end-to-end tests train (on the `stories_data` fixture in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+MODEL = {
+    "architecture": "LlamaForCausalLM",
+    "vocab_size": 384,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "num_hidden_layers": 1,
+    "max_position_embeddings": 32,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 2,
+}
+
+
+def write_recipe(path: Path, data_root: Path, out_dir: Path, **overrides) -> Path:
+    """A tiny-Llama recipe on `data_root`; `overrides` set top-level keys or `section.key`."""
+    recipe = {
+        "model": dict(MODEL),
+        "tokenizer": str(data_root / "tok"),
+        "data": {"path": str(data_root / "data"), "validation_size": 24},
+        "seq_len": 32,
+        "batch_size": 8,
+        "seeds": {"init": 7, "data": 11},
+        "checkpoints": {"every": 5, "steps": [1, 2, 4]},
+        "out_dir": str(out_dir),
+        "training": {
+            "max_steps": 12,
+            "learning_rate": 5e-3,
+            "warmup_steps": 2,
+            "lr_scheduler_type": "cosine",
+            "logging_steps": 1,
+            "disable_tqdm": True,
+        },
+    }
+    for key, value in overrides.items():
+        section, _, sub = key.partition(".")
+        if sub:
+            recipe.setdefault(section, {})[sub] = value
+        else:
+            recipe[section] = value
+    path.write_text(yaml.safe_dump(recipe))
+    return path
