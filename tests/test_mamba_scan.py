@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_train_run
 import torch
+from tiny import write_recipe
 from transformers import AutoModelForCausalLM
 
 from delphi.errors import DelphiError
@@ -26,9 +26,6 @@ from delphi.mamba import paths as scan_paths
 from delphi.mamba.chunked import MAX_CHUNK_DECAY, chunked_selective_scan, safe_chunk_size
 from delphi.models import build_model
 from delphi.recipe import load_recipe
-
-# the real TinyStories run setup (tokenizer + sequences) and recipe writer of the training tests
-stories_data, write_recipe = test_train_run.stories_data, test_train_run.write_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("y", "du", "ddt", "dA", "dB", "dC", "dD", "dz", "dbias")
