@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-
-from delphi.errors import DelphiError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,18 +30,10 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m delphi.train",
-        description="Train a model from YAML recipes (launch with accelerate or torchrun for several processes).",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run(args)
-    except DelphiError as e:
-        print(f"delphi train: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    """Same as `delphi train ...`: one parser, one error format, one exit status."""
+    from delphi.cli import main as delphi_main
+
+    delphi_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
