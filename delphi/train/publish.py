@@ -24,12 +24,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from delphi.errors import DelphiError
 from delphi.hub import ensure_repo, link_or_copy, local_files, publish_folder
 from delphi.model_card import model_card
-from delphi.train.checkpoints import checkpoint_dir, is_complete, is_resume_state
+from delphi.train.checkpoints import is_complete, is_resume_state
 
 log = logging.getLogger("delphi.hub")
 
@@ -207,20 +205,6 @@ class HubUploader:
         self._thread.join()
         shutil.rmtree(self.staging_root, ignore_errors=True)
         return summarize(self.repo_id, self.results)
-
-
-class HubPublisher(TrainerCallback):
-    """Hands every checkpoint the Trainer saves to a `HubUploader` (main process only)."""
-
-    def __init__(self, uploader: HubUploader):
-        self.uploader = uploader
-
-    def on_save(self, args, state, control, **kwargs):
-        if not args.should_save:
-            return
-        folder = checkpoint_dir(args.output_dir, state.global_step)
-        if is_complete(folder):
-            self.uploader.submit(folder, is_final=state.global_step >= state.max_steps)
 
 
 def open_hub_uploader(recipe, *, main_process: bool = True) -> HubUploader | None:

@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 
 from delphi.errors import DelphiError
 from delphi.recipe import Recipe
+from delphi.train.checkpoints import checkpoint_dir, is_complete
 
 log = logging.getLogger("delphi.train")
 
@@ -133,7 +134,7 @@ def _remove(paths: list[Path]) -> None:
 
 def _explicit_resume(recipe: Recipe) -> Path | None:
     from delphi.hub import parse_hub_ref
-    from delphi.train.checkpoints import has_resume_state, is_complete
+    from delphi.train.checkpoints import has_resume_state
 
     if recipe.resume in ("auto", "never"):
         return None
@@ -226,7 +227,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     from delphi.tokenizer import load_tokenizer
     from delphi.train.checkpoints import list_checkpoints, read_checkpoint_meta, run_context
     from delphi.train.launch import warn_if_world_size_differs
-    from delphi.train.publish import HubPublisher, close_hub_uploader, open_hub_uploader
+    from delphi.train.publish import close_hub_uploader, open_hub_uploader
     from delphi.train.schedule import checkpoint_steps, format_steps
     from delphi.train.trainer import DelphiTrainer
 
@@ -345,3 +346,17 @@ class RecipeToWandb(TrainerCallback):
 
         if wandb.run is not None:
             wandb.config.update({"delphi_recipe": self.recipe.to_dict()}, allow_val_change=True)
+
+
+class HubPublisher(TrainerCallback):
+    """Hands every checkpoint the Trainer saves to a `HubUploader` (main process only)."""
+
+    def __init__(self, uploader):  # a delphi.train.publish.HubUploader
+        self.uploader = uploader
+
+    def on_save(self, args, state, control, **kwargs):
+        if not args.should_save:
+            return
+        folder = checkpoint_dir(args.output_dir, state.global_step)
+        if is_complete(folder):
+            self.uploader.submit(folder, is_final=state.global_step >= state.max_steps)
