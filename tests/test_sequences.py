@@ -433,7 +433,9 @@ def test_tokenizer_without_bos_or_eos_is_refused(story_dir, tokenizer_dir, tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_existing_shards_are_kept_unless_overwrite(story_dir, tokenizer_dir, tmp_path):
+@pytest.fixture
+def written(story_dir, tokenizer_dir, tmp_path):
+    """(the arguments of a tokenize_dataset run, and its out_dir of several 20-sequence shards)."""
     out = tmp_path / "out"
     args = {
         "in_dataset": str(story_dir),
@@ -442,6 +444,11 @@ def test_existing_shards_are_kept_unless_overwrite(story_dir, tokenizer_dir, tmp
         "splits": ["train"],
     }
     tokenize_dataset(**args, seq_len=8, chunk_size=20, out_dir=out)
+    return args, out
+
+
+def test_existing_shards_are_kept_unless_overwrite(written):
+    args, out = written
     (out / "notes.txt").write_text("mine")
     before = snapshot(out)
     assert len([p for p in before if p.suffix == ".parquet"]) > 3
@@ -458,15 +465,8 @@ def test_existing_shards_are_kept_unless_overwrite(story_dir, tokenizer_dir, tmp
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-def test_failed_run_leaves_old_shards_untouched(story_dir, tokenizer_dir, tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    args = {
-        "in_dataset": str(story_dir),
-        "tokenizer": str(tokenizer_dir),
-        "feature": "story",
-        "splits": ["train"],
-    }
-    tokenize_dataset(**args, seq_len=8, chunk_size=20, out_dir=out)
+def test_failed_run_leaves_old_shards_untouched(written, tmp_path, monkeypatch):
+    args, out = written
     before = snapshot(out)
 
     # the disk fills up while the third shard is being written
