@@ -1,4 +1,5 @@
-"""Shared fixtures: the real TinyStories sample (from ../shared when present) and small real corpora."""
+"""Shared fixtures: small real corpora built from delphi's embedded story generator (so a bare clone tests
+everything), and the real TinyStories sample (../shared) for the few tests that are about real text."""
 
 from __future__ import annotations
 
@@ -34,10 +35,27 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tinystories() -> Path:
-    """Directory of the real TinyStories sample (train/validation parquet, column `story`)."""
+    """Directory of the real TinyStories sample (train/validation parquet, column `story`).
+
+    Only for tests about real text (tokenizer coverage, the tokenization rule on real stories); every
+    end-to-end test runs on the embedded corpus (`story_corpus`), so a bare clone skips nothing else.
+    """
     if not (TINYSTORIES / "validation-00000.parquet").exists():
-        pytest.skip(f"TinyStories sample not found at {TINYSTORIES}")
+        pytest.skip(
+            f"this test is about real text and needs the TinyStories sample at {TINYSTORIES}, "
+            "which a bare clone does not have"
+        )
     return TINYSTORIES
+
+
+@pytest.fixture(scope="session")
+def story_corpus(tmp_path_factory) -> Path:
+    """The embedded corpus (delphi.stories), 600 train / 100 validation stories: parquet, column `story`."""
+    from delphi.stories import write_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    write_corpus(root, train_size=600, validation_size=100, seed=0)
+    return root
 
 
 @pytest.fixture
@@ -98,20 +116,18 @@ def hub_server(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def stories_data(tinystories, tmp_path_factory):
-    """A folder with `tok/` (a 384-token delphi tokenizer trained on TinyStories) and `data/` (TinyStories
-    slices tokenized into 32-token sequences): the input of every tiny end-to-end run (tests/tiny.py)."""
+def stories_data(story_corpus, tmp_path_factory):
+    """A folder with `tok/` (a 384-token delphi tokenizer) and `data/` (stories tokenized into 32-token
+    sequences), both from the embedded corpus: the input of every tiny end-to-end run (tests/tiny.py)."""
     from delphi.sequences import tokenize_dataset
     from delphi.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("stories")
-    train_tokenizer(
-        str(tinystories), feature="story", split="train[:15%]", vocab_size=384, out_dir=root / "tok"
-    )
+    train_tokenizer(str(story_corpus), feature="story", split="train", vocab_size=384, out_dir=root / "tok")
     tokenize_dataset(
-        str(tinystories),
+        str(story_corpus),
         feature="story",
-        splits=["train[:3%]", "validation[:1%]"],
+        splits=["train[:60%]", "validation"],
         tokenizer=str(root / "tok"),
         seq_len=32,
         out_dir=root / "data",

@@ -1,6 +1,6 @@
 """Training runs that publish to the hub, `delphi push`, and resuming from a hub branch, end to end.
 
-Real TinyStories data tokenized by delphi, real Trainer runs, the real huggingface_hub client talking
+The embedded story corpus tokenized by delphi, real Trainer runs, the real huggingface_hub client talking
 HTTP to the local server in tests/hub_server.py (the `hub_server` fixture), with injected faults.
 """
 
@@ -29,16 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def data_root(tinystories, tmp_path_factory):
+def data_root(story_corpus, tmp_path_factory):
     from delphi.sequences import tokenize_dataset
     from delphi.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("hubdata")
     train_tokenizer(
-        str(tinystories), feature="story", split="train[:5%]", vocab_size=300, out_dir=root / "tok"
+        str(story_corpus), feature="story", split="train", vocab_size=300, out_dir=root / "tok"
     )
     tokenize_dataset(
-        str(tinystories), feature="story", splits=["train[:1%]", "validation[:1%]"],
+        str(story_corpus), feature="story", splits=["train[:20%]", "validation[:40%]"],
         tokenizer=str(root / "tok"), seq_len=16, out_dir=root / "data",
     )  # fmt: skip
     return root

@@ -1,4 +1,4 @@
-"""End to end: recipe -> `delphi.train` on the TinyStories sample tokenized by delphi itself.
+"""End to end: recipe -> `delphi.train` on the embedded story corpus tokenized by delphi itself.
 
 Real tokenizer, real parquet shards, real Trainer runs, real launcher processes.
 """
