@@ -139,3 +139,44 @@ def test_resume_skip_continues_the_same_order(world_size, accumulation):
     ]
     resumed = [skip_first_batches(shard, done * accumulation) for shard in shards]
     assert _step_sets(resumed, accumulation) == _step_sets(shards, accumulation)[done:]
+
+
+# ---- the released delphi suite's order (data.order: delphi-v0.2) ----
+
+
+@pytest.mark.parametrize(
+    "seed, epoch, expected",
+    # the original delphi v0.2's own test vectors (tests/train/test_shuffle.py), items [1..5]
+    [(1, 1, [2, 5, 1, 3, 4]), (2, 5, [2, 1, 4, 5, 3]), (3, 10, [1, 4, 3, 5, 2]), (4, 100, [3, 4, 5, 1, 2])],
+)
+def test_delphi_v02_order_matches_the_original_test_vectors(seed, epoch, expected):
+    assert (epoch_permutation(5, seed, epoch, order="delphi-v0.2") + 1).tolist() == expected
+
+
+def _original_shuffle_epoch(n: int, seed: int, epoch: int) -> list[int]:
+    """A line-for-line transcription of the original's shuffle_epoch, as an independent reference."""
+    m, a = 2147483647, 48271
+    state = (10_000 + seed) % m
+    for _ in range(epoch + 1):
+        state = state * a % m
+    items, rng = list(range(n)), state
+    for i in range(n - 1, 0, -1):
+        rng = rng * a % m
+        j = rng % (i + 1)
+        items[i], items[j] = items[j], items[i]
+    return items
+
+
+@pytest.mark.parametrize("n, seed, epoch", [(1, 0, 0), (2, 9, 3), (1000, 1337, 0), (70_001, 5, 7)])
+def test_delphi_v02_order_equals_the_original_algorithm(n, seed, epoch):
+    assert epoch_permutation(n, seed, epoch, order="delphi-v0.2").tolist() == _original_shuffle_epoch(
+        n, seed, epoch
+    )
+
+
+def test_delphi_v02_order_in_the_sampler_and_unknown_orders():
+    sampler = DeterministicEpochSampler(50, 3, global_batch_size=8, order="delphi-v0.2")
+    sampler.set_epoch(2)
+    assert list(sampler) == epoch_permutation(50, 3, 2, order="delphi-v0.2")[:48].tolist()
+    with pytest.raises(DelphiError, match="unknown data order 'shuffled'.*hash, delphi-v0.2"):
+        DeterministicEpochSampler(50, 3, order="shuffled")

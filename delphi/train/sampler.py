@@ -31,6 +31,12 @@ step, B = m * G * W, and step s consumes global micro-batches s*G*W .. (s+1)*G*W
 processes: exactly the sequences `permutation[s*B:(s+1)*B]`. Because the sampler yields a multiple of
 B sequences, the micro-batch count is a multiple of W and accelerate never pads an epoch with repeats.
 (`split_batches=True` slices each micro-batch of m*W across processes instead: the same set per step.)
+
+The released delphi suite's order (`order="delphi-v0.2"`, recipe key `data.order`), for training on exactly
+the data stream of the original stories models: a Fisher-Yates shuffle driven by C++'s `minstd_rand`
+(x -> 48271 x mod 2**31 - 1). For epoch e (from 0), a generator seeded with (10000 + seed) mod (2**31 - 1)
+skips e draws and its next draw seeds the shuffle's own generator; the shuffle swaps item i with item
+`draw % (i + 1)` for i from n - 1 down to 1. Batches are cut from it exactly as above (n // B steps an epoch).
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ _MASK64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15
 _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
+
+DATA_ORDERS = ("hash", "delphi-v0.2")  # recipe `data.order`: delphi's own, or the released suite's
+_MINSTD_A = 48271
+_MINSTD_M = 2**31 - 1
+_MINSTD_BLOCK = 1 << 16
 
 
 def _mix_int(z: int) -> int:
@@ -67,15 +78,53 @@ def epoch_key(seed: int, epoch: int) -> int:
     return _mix_int(_mix_int(int(seed) & _MASK64) ^ (int(epoch) & _MASK64))
 
 
-def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+def epoch_permutation(n: int, seed: int, epoch: int, order: str = "hash") -> np.ndarray:
     """The order (int64 indices 0..n-1) of `n` items in `epoch` for `seed`; see the module docstring."""
     if n < 0:
         raise DelphiError(f"cannot order {n} items: the number of items must be >= 0")
     if epoch < 0:
         raise DelphiError(f"epoch must be >= 0, got {epoch}")
+    if order == "delphi-v0.2":
+        return delphi_v02_permutation(n, seed, epoch)
+    if order != "hash":
+        raise DelphiError(f"unknown data order {order!r}; expected one of {', '.join(DATA_ORDERS)}")
     counters = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(_GAMMA)
     counters += np.uint64(epoch_key(seed, epoch))
     return np.argsort(_mix_array(counters)).astype(np.int64, copy=False)
+
+
+def _minstd_next(state: int, draws: int = 1) -> int:
+    """The state of minstd_rand after `draws` draws from `state` (each draw returns the new state)."""
+    return state * pow(_MINSTD_A, draws, _MINSTD_M) % _MINSTD_M
+
+
+def _minstd_draws(state: int, count: int) -> np.ndarray:
+    """The next `count` outputs of minstd_rand from `state`, computed in blocks (x_k = x_0 * a**k mod m)."""
+    powers = np.empty(min(count, _MINSTD_BLOCK), dtype=np.uint64)
+    value = 1
+    for k in range(len(powers)):  # a**1 .. a**block mod m; products below stay under 2**62
+        value = value * _MINSTD_A % _MINSTD_M
+        powers[k] = value
+    out = np.empty(count, dtype=np.uint64)
+    for start in range(0, count, len(powers) or 1):
+        size = min(len(powers), count - start)
+        out[start : start + size] = np.uint64(state) * powers[:size] % np.uint64(_MINSTD_M)
+        state = int(out[start + size - 1])
+    return out
+
+
+def delphi_v02_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The original delphi v0.2 `shuffle_epoch` of indices 0..n-1 (see the module docstring)."""
+    shuffle_seed = _minstd_next((10_000 + int(seed)) % _MINSTD_M, epoch + 1)
+    if shuffle_seed == 0:  # minstd_rand's only fixed point; the original would assert on it too
+        raise DelphiError(f"data seed {seed} gives a degenerate delphi-v0.2 shuffle")
+    items = list(range(n))
+    if n > 1:
+        draws = _minstd_draws(shuffle_seed, n - 1)
+        swaps = (draws % np.arange(n, 1, -1, dtype=np.uint64)).tolist()  # i = n-1 .. 1: draw % (i + 1)
+        for i, j in zip(range(n - 1, 0, -1), swaps):
+            items[i], items[j] = items[j], items[i]
+    return np.asarray(items, dtype=np.int64)
 
 
 class DeterministicEpochSampler(Sampler[int]):
@@ -85,7 +134,9 @@ class DeterministicEpochSampler(Sampler[int]):
     over all processes and accumulation steps) sets how much of the tail is dropped.
     """
 
-    def __init__(self, num_items: int, seed: int, *, global_batch_size: int = 1):
+    def __init__(self, num_items: int, seed: int, *, global_batch_size: int = 1, order: str = "hash"):
+        if order not in DATA_ORDERS:
+            raise DelphiError(f"unknown data order {order!r}; expected one of {', '.join(DATA_ORDERS)}")
         if global_batch_size < 1:
             raise DelphiError(f"global batch size must be >= 1, got {global_batch_size}")
         if num_items < global_batch_size:
@@ -96,6 +147,7 @@ class DeterministicEpochSampler(Sampler[int]):
         self.num_items = num_items
         self.seed = seed
         self.global_batch_size = global_batch_size
+        self.order = order
         self.epoch = 0
 
     @property
@@ -109,5 +161,5 @@ class DeterministicEpochSampler(Sampler[int]):
         return self.steps_per_epoch * self.global_batch_size
 
     def __iter__(self) -> Iterator[int]:
-        order = epoch_permutation(self.num_items, self.seed, self.epoch)
-        return iter(order[: len(self)].tolist())
+        permutation = epoch_permutation(self.num_items, self.seed, self.epoch, self.order)
+        return iter(permutation[: len(self)].tolist())
