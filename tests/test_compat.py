@@ -12,7 +12,9 @@ def test_private_name_still_exists(name):
     try:
         resolve(name)
     except (ImportError, AttributeError) as e:
-        pytest.fail(f"{name} is gone from the installed library ({e}); delphi uses it because: {PRIVATE_NAMES[name]}")
+        pytest.fail(
+            f"{name} is gone from the installed library ({e}); delphi uses it because: {PRIVATE_NAMES[name]}"
+        )
 
 
 def test_resolve_finds_public_and_reports_missing_names():

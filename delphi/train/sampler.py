@@ -122,7 +122,7 @@ def delphi_v02_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     if n > 1:
         draws = _minstd_draws(shuffle_seed, n - 1)
         swaps = (draws % np.arange(n, 1, -1, dtype=np.uint64)).tolist()  # i = n-1 .. 1: draw % (i + 1)
-        for i, j in zip(range(n - 1, 0, -1), swaps):
+        for i, j in zip(range(n - 1, 0, -1), swaps, strict=True):
             items[i], items[j] = items[j], items[i]
     return np.asarray(items, dtype=np.int64)
 
