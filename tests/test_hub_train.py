@@ -34,9 +34,7 @@ def data_root(story_corpus, tmp_path_factory):
     from delphi.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("hubdata")
-    train_tokenizer(
-        str(story_corpus), feature="story", split="train", vocab_size=300, out_dir=root / "tok"
-    )
+    train_tokenizer(str(story_corpus), feature="story", split="train", vocab_size=300, out_dir=root / "tok")
     tokenize_dataset(
         str(story_corpus), feature="story", splits=["train[:20%]", "validation[:40%]"],
         tokenizer=str(root / "tok"), seq_len=16, out_dir=root / "data",
