@@ -143,7 +143,7 @@ def main() -> None:
     import datasets
     import pyarrow.parquet as pq
 
-    from delphi.corpus import load_split
+    from delphi.splits import load_split
     from delphi.tokenizer import load_tokenizer
 
     datasets.disable_progress_bars()

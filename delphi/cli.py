@@ -66,10 +66,16 @@ def _dataset(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from delphi.train.__main__ import run
+    from delphi.recipe import load_recipe
+    from delphi.train.run import train
 
-    summary = run(args)
-    print(f"final validation loss: {summary['eval_loss']}")
+    summary = train(load_recipe(args.recipes, args.overrides), overwrite=args.overwrite)
+    if not summary["main_process"]:
+        return  # one summary per run, from the main process
+    loss = summary["eval_loss"]
+    if summary["complete_before"]:
+        print(f"already complete, nothing to do: {summary['final_checkpoint']}")
+    print(f"final validation loss: {'n/a' if loss is None else format(loss, '.4g')}")
     print(f"checkpoints ({len(summary['checkpoints'])}): {summary['out_dir']}")
 
 
@@ -131,8 +137,8 @@ def _curves(args: argparse.Namespace) -> None:
 
 
 def _push(args: argparse.Namespace) -> None:
-    from delphi.push import push_run
-    from delphi.train.publish import format_summary
+    from delphi.hub.publish import format_summary
+    from delphi.hub.push import push_run
 
     summary = push_run(
         args.run_dir, args.repo, private=args.private, include_optimizer=args.include_optimizer
@@ -217,15 +223,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace shards already in --out-dir")
     p.set_defaults(func=_dataset)
 
-    from delphi.train.__main__ import add_arguments as add_train_arguments
-
     p = sub.add_parser(
         "train",
         help="train a model from YAML recipes (same as `python -m delphi.train`)",
         description="Train a model from YAML recipes, merged in order. For several processes use "
         "`accelerate launch [--config_file accelerate_configs/...] -m delphi.train RECIPE...`.",
     )
-    add_train_arguments(p)
+    p.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe YAML files, merged in order")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field with a YAML value, e.g. --set training.learning_rate=1e-3 (repeatable)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a different run in out_dir (the old one is deleted once the new one has a checkpoint)",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser(

@@ -8,27 +8,19 @@ from delphi.errors import DelphiError
 
 
 def resolve_checkpoint(model: str | Path, revision: str | None = None) -> tuple[str, str | None]:
-    """(where to load from, hub revision): a checkpoint folder as is; a run directory -> its `revision`
-    step folder, or its newest complete checkpoint; anything else is a hub id with `revision`."""
-    from delphi.train.checkpoints import is_complete, list_checkpoints
+    """(where to load from, hub revision) for a step folder, a run directory (its `revision` step, or its
+    newest complete checkpoint) or a hub repo id (see `delphi.layout.checkpoint_ref`)."""
+    from delphi.layout import CONFIG_FILE, checkpoint_ref, list_checkpoints
 
-    path = Path(model)
-    if (path / "config.json").is_file():
-        if revision is not None:
-            raise DelphiError(
-                f"{str(path)!r} is one checkpoint; --revision {revision!r} applies to runs and repos"
-            )
-        return str(path), None
-    if path.is_dir():
-        if revision is not None:
-            if not is_complete(path / revision):
-                raise DelphiError(f"run {str(path)!r} has no complete checkpoint {revision!r}")
-            return str(path / revision), None
-        saved = list_checkpoints(path)
+    ref = checkpoint_ref(model, revision)
+    if ref.local and ref.branch is None:
+        if (Path(ref.run) / CONFIG_FILE).is_file():
+            return ref.run, None  # a model folder that is not part of a run
+        saved = list_checkpoints(ref.run)
         if not saved:
-            raise DelphiError(f"{str(path)!r} holds no model (config.json) and no complete step checkpoints")
+            raise DelphiError(f"{str(model)!r} holds no model (config.json) and no complete step checkpoints")
         return str(saved[-1][1]), None
-    return str(model), revision
+    return ref.location
 
 
 def generate(

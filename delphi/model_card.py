@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from delphi.layout import CONFIG_FILE, META_NAME, RECIPE_FILE, RUN_CONTEXT_FILE, WEIGHTS_FILE, step_name
+
 
 def _read_json(path: Path) -> dict:
     try:
@@ -22,7 +24,7 @@ def _read_json(path: Path) -> dict:
 def _parameter_count(folder: Path, context: dict) -> int | None:
     if isinstance(context.get("parameters"), int):
         return context["parameters"]
-    weights = folder / "model.safetensors"
+    weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         return None
     from safetensors import safe_open
@@ -44,14 +46,14 @@ def _fmt(value, spec: str = "") -> str:
 def model_card(folder: str | Path, repo_id: str, *, is_final: bool) -> str:
     """Markdown with YAML front matter: architecture, size, recipe, step, tokens, loss, how to load."""
     folder = Path(folder)
-    meta = _read_json(folder / "checkpoint.json")
-    config = _read_json(folder / "config.json")
-    context = _read_json(folder / "run_context.json")
-    recipe_path = folder / "recipe.yaml"
+    meta = _read_json(folder / META_NAME)
+    config = _read_json(folder / CONFIG_FILE)
+    context = _read_json(folder / RUN_CONTEXT_FILE)
+    recipe_path = folder / RECIPE_FILE
     recipe_text = recipe_path.read_text() if recipe_path.is_file() else ""
     recipe = yaml.safe_load(recipe_text) if recipe_text else {}
     step = meta.get("step")
-    branch = f"step{step}"
+    branch = step_name(step)
     architecture = (config.get("architectures") or ["unknown"])[0]
     parameters = _parameter_count(folder, context)
     name = (recipe or {}).get("name") or repo_id.split("/")[-1]

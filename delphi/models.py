@@ -144,24 +144,6 @@ def build_model(
     return model if device == "cpu" else model.to(device)
 
 
-def mamba_path(config) -> str:
-    """Which selective-scan implementation a Mamba model with this config runs in plain transformers 5
-    (e.g. loaded with `from_pretrained`; models from `build_model` run `delphi.mamba`'s paths instead):
-
-    - "mamba-ssm": the CUDA kernels, used by transformers whenever the `mamba_ssm` package imports
-      (it needs CUDA; its fused kernel then handles the whole mixer in training);
-    - "mambapy": the `mambapy` parallel scan, when `config.use_mambapy` is set and mambapy imports;
-    - "sequential": transformers' pure-PyTorch loop over time steps (slowest).
-    """
-    import torch
-
-    if importlib.util.find_spec("mamba_ssm") is not None and torch.cuda.is_available():
-        return "mamba-ssm"
-    if getattr(config, "use_mambapy", False) and importlib.util.find_spec("mambapy") is not None:
-        return "mambapy"
-    return "sequential"
-
-
 def count_parameters(model) -> tuple[int, int]:
     """(total, non-embedding) parameter counts.
 
@@ -178,21 +160,15 @@ def count_parameters(model) -> tuple[int, int]:
     return total, total - sum(m.numel() for m in matrices)
 
 
-def check_vocab(
-    model_vocab_size: int, *, tokenizer_vocab_size: int | None = None, max_token_id: int | None = None
-) -> None:
-    """Fail early when the data or tokenizer cannot fit the model's embedding matrix.
+def check_vocab(model_vocab_size: int, *, tokenizer_vocab_size: int) -> None:
+    """Fail early when the tokenizer has more tokens than the model's embedding matrix.
 
-    An out-of-range token id otherwise surfaces mid-training as an opaque index error (or a CUDA
-    assert), and a tokenizer larger than the model would produce ids the model cannot represent.
+    A tokenizer larger than the model would produce ids the model cannot represent, which surface
+    mid-training as an opaque index error (or a CUDA assert). The data's ids are checked with the data
+    (`delphi.train.data.check_token_dataset`).
     """
-    if tokenizer_vocab_size is not None and tokenizer_vocab_size > model_vocab_size:
+    if tokenizer_vocab_size > model_vocab_size:
         raise DelphiError(
             f"the tokenizer has {tokenizer_vocab_size} tokens but the model's vocab_size is "
             f"{model_vocab_size}; set model.vocab_size to at least {tokenizer_vocab_size}"
-        )
-    if max_token_id is not None and max_token_id >= model_vocab_size:
-        raise DelphiError(
-            f"the data contains token id {max_token_id} but the model's vocab_size is {model_vocab_size} "
-            f"(ids must be < vocab_size); was it tokenized with a different tokenizer?"
         )

@@ -25,7 +25,41 @@ from typing import Any, Literal
 import yaml
 
 from delphi.errors import DelphiError
+from delphi.mamba.choices import SCAN_PATHS
 from delphi.models import config_problems, did_you_mean
+from delphi.sequences import MIN_SEQ_LEN
+from delphi.train.checkpoints import KEEP_OPTIMIZER
+from delphi.train.sampler import DATA_ORDERS
+from delphi.train.schedule import check_steps
+
+# Recipe keys that change how a run is executed or reported, not what it computes: a run may resume
+# with them changed (see Recipe.identity). `micro_batch_size`, `mamba_scan` and the process layout
+# change floating-point reduction order only.
+EXECUTION_KEYS = frozenset(
+    {
+        "name",
+        "resume",
+        "hub",
+        "wandb",
+        "callbacks",
+        "micro_batch_size",
+        "out_dir",
+        "mamba_scan",
+        "checkpoints",
+    }
+)
+EXECUTION_TRAINING_KEYS = frozenset(
+    {
+        "logging_steps", "logging_first_step", "logging_strategy", "logging_nan_inf_filter", "log_level",
+        "log_level_replica", "log_on_each_node", "report_to", "run_name", "disable_tqdm", "project",
+        "trackio_space_id", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers",
+        "dataloader_prefetch_factor", "dataloader_multiprocessing_context", "dataloader_in_order",
+        "torch_compile", "torch_compile_backend", "torch_compile_mode", "tf32", "ddp_timeout",
+        "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_backend",
+        "fsdp", "fsdp_config", "deepspeed", "accelerator_config", "save_on_each_node", "use_cpu",
+        "skip_memory_metrics", "include_num_input_tokens_seen", "include_tokens_per_second",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,6 +71,7 @@ class DataSection:
     train_split: str = "train"
     validation_split: str = "validation"
     validation_size: int | None = None  # None = whole split; N = its first N sequences, the same every time
+    order: Literal[DATA_ORDERS] = "hash"  # hash: delphi's; delphi-v0.2: the released suite's (sampler.py)
 
 
 @dataclass(frozen=True)
@@ -50,7 +85,7 @@ class CheckpointSchedule:
     every: int | None = None  # steps between regular checkpoints; None or 0 = none
     steps: list[int] = field(default_factory=list)  # extra steps, e.g. a dense early log-spaced list
     per_epoch: int | None = None  # k evenly spaced checkpoints per epoch
-    keep_optimizer: Literal["latest", "all", "none"] = "latest"
+    keep_optimizer: Literal[KEEP_OPTIMIZER] = "latest"
 
 
 @dataclass(frozen=True)
@@ -75,7 +110,7 @@ class Recipe:
     batch_size: int  # global: sequences per optimizer step, whatever the hardware
     micro_batch_size: int | None = None  # per-device sequences per forward; None = no accumulation
     # Mamba's selective scan implementation (delphi.mamba); same weights and results, different speed
-    mamba_scan: Literal["auto", "cuda-kernels", "triton", "chunked", "mambapy", "reference"] = "auto"
+    mamba_scan: Literal[SCAN_PATHS] = "auto"
     seeds: Seeds = field(default_factory=Seeds)
     checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
     out_dir: str = "out/{name}"
@@ -107,42 +142,83 @@ class Recipe:
     def dump_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def identity(self) -> dict[str, Any]:
+        """The parts of the recipe that decide what is computed: two runs are the same run iff these agree.
+
+        Left out: `EXECUTION_KEYS` and `EXECUTION_TRAINING_KEYS` (how the run is executed, logged,
+        checkpointed, published), so a run can resume on other hardware, with other logging or a denser
+        checkpoint schedule. Everything else (model, tokenizer, data, seq_len, batch, seeds, optimizer
+        and precision settings) is the run.
+        """
+        return Recipe.identity_of(self.to_dict())
+
+    @staticmethod
+    def identity_of(recipe_dict: dict[str, Any]) -> dict[str, Any]:
+        """`identity()` of a saved recipe (a `to_dict()` read back from recipe.yaml)."""
+        ident = {k: v for k, v in recipe_dict.items() if k not in EXECUTION_KEYS}
+        training = recipe_dict.get("training") or {}
+        ident["training"] = {k: v for k, v in training.items() if k not in EXECUTION_TRAINING_KEYS}
+        data = dict(ident.get("data") or {})
+        if data.get("order", "hash") == "hash":
+            data.pop("order", None)  # recipes saved before data.order existed used this order
+        ident["data"] = data
+        return ident
+
     def batch_split(self, world_size: int) -> tuple[int, int]:
         """(per-device micro batch, gradient accumulation steps) for `world_size` processes."""
         return split_batch(self.batch_size, self.micro_batch_size, world_size)
 
     def callback_classes(self) -> list[type]:
-        return [import_callback(spec) for spec in self.callbacks]
+        return [import_callback(spec, self.search_dirs) for spec in self.callbacks]
+
+    @property
+    def search_dirs(self) -> list[str]:
+        return callback_search_dirs(self.sources)
 
     def training_arguments(self, world_size: int, **extra: Any):
         """`transformers.TrainingArguments` for this recipe on `world_size` processes.
 
-        delphi derives the batch layout, seeds, output dir and reporting; the `training:` section is
-        passed through; `extra` (e.g. `save_strategy="no"` from the trainer) wins over both.
+        The `training:` section is passed through; delphi sets the keys of `DELPHI_CONTROLLED` from the
+        rest of the recipe (batch layout, seeds, output dir, reporting, save/eval strategy, CPU); `extra`
+        wins over both. Built once per run: creating it also sets up the process group.
         """
         from transformers import TrainingArguments
 
-        micro, accumulation = self.batch_split(world_size)
         kwargs = dict(self.training)
         report_to = kwargs.pop("report_to", "none")
         if self.wandb:
             others = [report_to] if isinstance(report_to, str) else list(report_to or [])
             report_to = [r for r in others if r not in ("none", "wandb")] + ["wandb"]
         kwargs.setdefault("run_name", self.name)
-        kwargs.update(
+        # delphi's models have no unused parameters; DDP's search for them costs a graph walk per step
+        kwargs.setdefault("ddp_find_unused_parameters", False)
+        kwargs.update(self.delphi_settings(world_size), report_to=report_to)
+        kwargs.update(extra)
+        try:
+            return TrainingArguments(**kwargs)
+        except (ValueError, TypeError) as e:
+            raise DelphiError(f"recipe {self.name}: transformers.TrainingArguments rejected it: {e}") from e
+
+    def delphi_settings(self, world_size: int) -> dict[str, Any]:
+        """The TrainingArguments values delphi derives (each key is one of `DELPHI_CONTROLLED`)."""
+        import torch
+
+        micro, accumulation = self.batch_split(world_size)
+        settings = dict(
             output_dir=self.out_dir,
             per_device_train_batch_size=micro,
             per_device_eval_batch_size=micro,
             gradient_accumulation_steps=accumulation,
             seed=self.seeds.init,
             data_seed=self.seeds.data,
-            report_to=report_to,
+            save_strategy="no",  # DelphiTrainer saves and evaluates at the checkpoint schedule
+            eval_strategy="no",
+            save_only_model=self.checkpoints.keep_optimizer == "none",
         )
-        kwargs.update(extra)
-        try:
-            return TrainingArguments(**kwargs)
-        except (ValueError, TypeError) as e:
-            raise DelphiError(f"recipe {self.name}: transformers.TrainingArguments rejected it: {e}") from e
+        assert set(settings) <= set(DELPHI_CONTROLLED), set(settings) - set(DELPHI_CONTROLLED)
+        if not torch.cuda.is_available():
+            settings["use_cpu"] = True  # also makes accelerate pick gloo DDP under torchrun
+        return settings
 
 
 def split_batch(batch_size: int, micro_batch_size: int | None, world_size: int) -> tuple[int, int]:
@@ -165,20 +241,55 @@ def split_batch(batch_size: int, micro_batch_size: int | None, world_size: int) 
     return micro, share // micro
 
 
-def import_callback(spec: str) -> type:
-    """The `transformers.TrainerCallback` subclass named by "pkg.module:ClassName"."""
+def import_callback(spec: str, search_dirs: list[str] | tuple[str, ...] = ()) -> type:
+    """The `transformers.TrainerCallback` subclass named by "pkg.module:ClassName".
+
+    The module is imported from sys.path, else from `search_dirs` (which are then added to sys.path, so
+    the same recipe works under `delphi train`, whose sys.path lacks the current directory).
+    """
     from transformers import TrainerCallback
 
     module_name, _, class_name = spec.partition(":")
     if not re.fullmatch(r"[\w.]+", module_name) or not re.fullmatch(r"\w+", class_name):
         raise DelphiError(f"callback {spec!r} must look like 'package.module:ClassName'")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as e:
+        module = _import_from(module_name, search_dirs)
+    except ModuleNotFoundError as e:
+        where = ", ".join(list(search_dirs) + ["the Python path"])
+        raise DelphiError(f"callback {spec!r} cannot be imported: no module named {e.name!r} (looked in {where})") from e
+    except ImportError as e:
         raise DelphiError(f"callback {spec!r} cannot be imported: {e}") from e
+    try:
+        cls = getattr(module, class_name)
+    except AttributeError as e:
+        raise DelphiError(f"callback {spec!r}: module {module_name!r} has no {class_name!r}") from e
     if not (isinstance(cls, type) and issubclass(cls, TrainerCallback)):
         raise DelphiError(f"callback {spec!r} is not a transformers.TrainerCallback subclass")
     return cls
+
+
+def callback_search_dirs(sources: tuple[str, ...] | list[str]) -> list[str]:
+    """Where a callback's module is looked for besides sys.path: the current directory, then the
+    directories of the recipe files (so `delphi`, `python -m` and `accelerate launch` agree)."""
+    files = [os.path.dirname(os.path.abspath(s)) for s in sources if not s.startswith("--set ")]
+    return list(dict.fromkeys([os.getcwd(), *files]))
+
+
+def _import_from(module_name: str, search_dirs) -> types.ModuleType:
+    import sys
+
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        top = module_name.split(".")[0]
+        if e.name not in (top, module_name):
+            raise  # the module was found but one of its own imports is missing
+        extra = [d for d in search_dirs if d not in sys.path]
+        if not extra:
+            raise
+        sys.path[1:1] = extra
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
 
 
 # ---------------------------------------------------------------- loading and merging
@@ -333,7 +444,7 @@ def _problems(merged: dict, origins: dict, sources: tuple[str, ...]) -> list[str
     if isinstance(merged.get("training"), dict):
         errors += _training_problems(merged["training"], bool(merged.get("wandb")), where)
     if ok:
-        errors += _value_problems(merged, where)
+        errors += _value_problems(merged, where, callback_search_dirs(sources))
     return errors
 
 
@@ -397,14 +508,14 @@ def _training_problems(training: dict, wandb_set: bool, where) -> list[str]:
     return errors
 
 
-def _value_problems(recipe: dict, where) -> list[str]:
+def _value_problems(recipe: dict, where, search_dirs: list[str]) -> list[str]:
     """Range and consistency checks, run once every key has the right type."""
     checks: list[tuple[tuple, bool, str]] = []
     data, seeds, ckpt = recipe["data"], recipe.get("seeds", {}), recipe.get("checkpoints", {})
     hub, resume = recipe.get("hub", {}), recipe.get("resume", "auto")
     batch, micro = recipe["batch_size"], recipe.get("micro_batch_size")
     checks += [
-        (("seq_len",), recipe["seq_len"] >= 2, "must be at least 2"),
+        (("seq_len",), recipe["seq_len"] >= MIN_SEQ_LEN, f"must be at least {MIN_SEQ_LEN}"),
         (("batch_size",), batch >= 1, "must be positive"),
         (("micro_batch_size",), micro is None or micro >= 1, "must be positive or null"),
         (
@@ -420,7 +531,7 @@ def _value_problems(recipe: dict, where) -> list[str]:
             "must be positive, or null for the whole split",
         ),
         (("checkpoints", "every"), (ckpt.get("every") or 0) >= 0, "must be >= 0 (0 or null: none)"),
-        (("checkpoints", "steps"), all(s >= 1 for s in ckpt.get("steps", [])), "must all be >= 1"),
+        (("checkpoints", "steps"), _passes(check_steps, ckpt.get("steps", [])), "must all be >= 1"),
         (
             ("checkpoints", "per_epoch"),
             ckpt.get("per_epoch") is None or ckpt["per_epoch"] >= 1,
@@ -467,14 +578,22 @@ def _value_problems(recipe: dict, where) -> list[str]:
             errors.append(f"{'.'.join(path)} in {where(path)} is {value!r}: {message}")
     for i, spec in enumerate(recipe.get("callbacks", [])):
         try:
-            import_callback(spec)
+            import_callback(spec, search_dirs)
         except DelphiError as e:
             errors.append(f"callbacks[{i}] in {where(('callbacks',))}: {e}")
     return errors
 
 
+def _passes(check, *args) -> bool:
+    try:
+        check(*args)
+    except DelphiError:
+        return False
+    return True
+
+
 def _is_hub_ref(value: str) -> bool:
-    from delphi.hub import parse_hub_ref
+    from delphi.hub.client import parse_hub_ref
 
     return parse_hub_ref(value) is not None
 

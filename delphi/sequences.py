@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from delphi.errors import DelphiError
-from delphi.hub import link_or_copy
+from delphi.hub.client import link_or_copy
 
 MIN_SEQ_LEN = 3
 SHARD_NAME = "{split}-{index:05d}.parquet"
@@ -83,7 +83,7 @@ def tokenize_dataset(
     Returns `{"location", "seq_len", "splits": {name: {"documents", "tokens", "dropped_tokens",
     "sequences", "files"}}}`, where `tokens` counts the stream (document tokens plus one `<eos>` each).
     """
-    from delphi.corpus import load_split, require_text_feature
+    from delphi.splits import load_split, require_text_feature
 
     _check_seq_len(seq_len)
     for name, value in (("batch size", batch_size), ("chunk size", chunk_size)):
@@ -101,7 +101,7 @@ def tokenize_dataset(
         require_text_feature(ds, feature, str(in_dataset))
         datasets_by_split[name] = ds
     if out_repo is not None:
-        from delphi.hub import ensure_repo
+        from delphi.hub.client import ensure_repo
 
         ensure_repo(out_repo, repo_type="dataset")
 
@@ -159,7 +159,7 @@ def _check_seq_len(seq_len: int) -> None:
 
 def _split_names(splits: list[str]) -> list[str]:
     """File-name form of each split (`train[:10%]` -> `train`); two specs may not share a name."""
-    from delphi.corpus import split_name
+    from delphi.splits import split_name
 
     if isinstance(splits, str) or not splits:
         raise DelphiError(f"splits must be a non-empty list of split names, e.g. ['train'], got {splits!r}")
@@ -361,7 +361,7 @@ def _stage_for_hub(work: Path, metadata: dict) -> Path:
 
 def _push(staging: Path, repo_id: str, metadata: dict, *, kept: Path | None) -> None:
     """Upload the staged dataset in one commit; say where the local copy is if that fails."""
-    from delphi.hub import upload_dir
+    from delphi.hub.client import upload_dir
 
     counts = ", ".join(f"{name}: {info['sequences']}" for name, info in metadata["splits"].items())
     try:

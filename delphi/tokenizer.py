@@ -81,7 +81,7 @@ def train_tokenizer(
     All checks (output target, vocab size, input, column) happen before training, and the
     output directory appears only once the tokenizer is completely written.
     """
-    from delphi.corpus import load_split, require_text_feature
+    from delphi.splits import load_split, require_text_feature
 
     if out_dir is None and out_repo is None:
         raise DelphiError("no output given: pass --out-dir, --out-repo, or both")
@@ -91,7 +91,7 @@ def train_tokenizer(
     if out_path is not None:
         _check_out_dir(out_path, overwrite)
     if out_repo is not None:
-        from delphi.hub import ensure_repo
+        from delphi.hub.client import ensure_repo
 
         ensure_repo(out_repo, repo_type="model")
 
@@ -114,7 +114,7 @@ def train_tokenizer(
         tokenizer.save_pretrained(tmp)
         location = None
         if out_repo is not None:
-            from delphi.hub import upload_dir
+            from delphi.hub.client import upload_dir
 
             upload_dir(tmp, out_repo, commit_message=f"Tokenizer: byte-level BPE, vocab {len(tokenizer)}")
             location = f"hub repo {out_repo}"
@@ -128,6 +128,9 @@ def load_tokenizer(name_or_path: str | Path, *, revision: str | None = None):
     """Load a tokenizer from a directory or hub id and check it has the specials delphi relies on."""
     from transformers import AutoTokenizer
 
+    from delphi.inputs import check_local_or_hub
+
+    check_local_or_hub(str(name_or_path), what="tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
     except (OSError, ValueError) as e:

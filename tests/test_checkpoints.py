@@ -1,4 +1,4 @@
-"""Checkpoint folders: what counts as complete, what resume picks, atomic publishing, the run context."""
+"""Checkpoint folders: what counts as complete, what resume picks, atomic finalizing, the run context."""
 
 from __future__ import annotations
 
@@ -11,21 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from delphi.atomic import write_json
 from delphi.errors import DelphiError
-from delphi.train.checkpoints import (
-    REDACTED,
+from delphi.layout import (
     checkpoint_dir,
-    drop_resume_state,
     latest_resumable,
     list_checkpoints,
-    publish_checkpoint,
     read_checkpoint_meta,
-    remove_stale_temp_dirs,
-    run_context,
-    scrub_argv,
-    temp_checkpoint_dir,
-    write_json,
+    trainer_checkpoint_dir,
 )
+from delphi.provenance import REDACTED, run_context, scrub_argv
+from delphi.train.checkpoints import drop_resume_state, finalize_checkpoint, remove_unfinished_saves
 
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "rng_state_1.pth", "scaler.pt")
 
@@ -67,31 +63,43 @@ def test_latest_resumable_skips_incomplete_and_stateless_checkpoints(tmp_path):
     assert latest_resumable(tmp_path) == checkpoint_dir(tmp_path, 12)
 
 
-def test_stale_temp_dirs_are_removed(tmp_path):
+def test_unfinished_saves_are_removed(tmp_path):
     fake_checkpoint(tmp_path, 1)
-    for name in (".step2.tmp", ".step1.old"):
+    for name in (".step2.tmp", ".step1.old", "checkpoint-3"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_text("partial")
     (tmp_path / ".hidden").mkdir()
-    removed = remove_stale_temp_dirs(tmp_path)
-    assert sorted(p.name for p in removed) == [".step1.old", ".step2.tmp"]
+    removed = remove_unfinished_saves(tmp_path)
+    assert sorted(p.name for p in removed) == [".step1.old", ".step2.tmp", "checkpoint-3"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "step1"]
 
 
-def test_publish_is_a_rename_that_replaces_an_older_folder(tmp_path):
+def test_finalize_is_a_rename_that_replaces_an_older_folder(tmp_path):
     old = fake_checkpoint(tmp_path, 5)
     (old / "stale.txt").write_text("from an earlier attempt")
-    temp = temp_checkpoint_dir(tmp_path, 5)
+    temp = trainer_checkpoint_dir(tmp_path, 5)
     temp.mkdir()
     (temp / "model.safetensors").write_text("new")
-    with pytest.raises(DelphiError, match="checkpoint.json"):
-        publish_checkpoint(temp, checkpoint_dir(tmp_path, 5))
-    write_json(temp / "checkpoint.json", {"step": 5, "eval_loss": 1.5})
-    final = publish_checkpoint(temp, checkpoint_dir(tmp_path, 5))
-    assert not temp.exists()
-    assert sorted(p.name for p in final.iterdir()) == ["checkpoint.json", "model.safetensors"]
+    final = finalize_checkpoint(
+        temp, tmp_path, 5, run_files={"recipe.yaml": "seq_len: 8\n"}, meta={"step": 5, "eval_loss": 1.5}
+    )
+    assert final == checkpoint_dir(tmp_path, 5) and not temp.exists()
+    assert sorted(p.name for p in final.iterdir()) == ["checkpoint.json", "model.safetensors", "recipe.yaml"]
     assert read_checkpoint_meta(final) == {"step": 5, "eval_loss": 1.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step5"]
+
+
+def test_finalize_keeps_resume_state_only_where_asked(tmp_path):
+    fake_checkpoint(tmp_path, 1)
+    for step, keep in ((2, "latest"), (3, "all"), (4, "none")):
+        temp = trainer_checkpoint_dir(tmp_path, step)
+        temp.mkdir()
+        for name in ("model.safetensors", "trainer_state.json", *RESUME_FILES):
+            (temp / name).write_text("x")
+        finalize_checkpoint(temp, tmp_path, step, run_files={}, meta={"step": step}, keep_optimizer=keep)
+    assert latest_resumable(tmp_path) == checkpoint_dir(tmp_path, 3)  # 4 kept none; "latest" at 2 dropped 1's
+    assert not (checkpoint_dir(tmp_path, 1) / "optimizer.pt").exists()
+    assert not (checkpoint_dir(tmp_path, 4) / "optimizer.pt").exists()
 
 
 def test_drop_resume_state_keeps_the_model(tmp_path):

@@ -14,7 +14,7 @@ from PIL import Image
 
 from delphi.errors import DelphiError
 from delphi.evaluate.curves import Curve, curves_figure, load_curve, plot_curves
-from delphi.train.checkpoints import list_checkpoints, read_checkpoint_meta
+from delphi.layout import list_checkpoints, read_checkpoint_meta
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def test_bad_inputs(two_runs, tmp_path):
         plot_curves([tmp_path], tmp_path / "c.png")
     with pytest.raises(DelphiError, match=r"must end in \.png"):
         plot_curves(two_runs, tmp_path / "c.jpg")
-    with pytest.raises(DelphiError, match="neither a local run directory nor a hub repo"):
+    with pytest.raises(DelphiError, match="no such directory: .*missing.*a run directory"):
         plot_curves([two_runs[0], str(tmp_path / "missing")], tmp_path / "c.png")
     assert not (tmp_path / "c.png").exists(), "nothing is written unless every run was read"
 
@@ -112,7 +112,7 @@ def test_cli_curves(two_runs, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")  # httpx, inside huggingface_hub
 def test_curves_of_runs_published_to_the_hub(hub_server, two_runs, tmp_path):
-    from delphi.push import push_run
+    from delphi.hub.push import push_run
 
     for run in two_runs:
         push_run(run, f"org/{run.name}", retry_wait=0.05)

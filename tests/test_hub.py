@@ -9,7 +9,7 @@ import pytest
 from conftest import HUB_TOKEN
 
 from delphi.errors import DelphiError
-from delphi.hub import (
+from delphi.hub.client import (
     VerificationError,
     compare_with_remote,
     ensure_repo,
@@ -116,8 +116,8 @@ def test_tokenizer_and_dataset_round_trip_through_the_hub(hub_server, text_dir, 
     import datasets
     from transformers import AutoTokenizer
 
-    from delphi.corpus import load_split
     from delphi.sequences import tokenize_dataset
+    from delphi.splits import load_split
     from delphi.tokenizer import load_tokenizer, train_tokenizer
 
     # the corpus itself as a hub dataset: every input that takes a path takes a hub id

@@ -19,9 +19,9 @@ from conftest import HUB_TOKEN
 from safetensors.torch import load_file
 
 from delphi.errors import DelphiError
-from delphi.push import push_run
+from delphi.hub.push import push_run
+from delphi.layout import list_checkpoints
 from delphi.recipe import load_recipe
-from delphi.train.checkpoints import list_checkpoints
 from delphi.train.run import train
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
@@ -191,11 +191,11 @@ def test_push_after_an_offline_run_then_nothing_the_second_time(hub_server, data
         [sys.executable, "-m", "delphi", "push", str(tmp_path / "nothing"), "--repo", "org/later"],
         capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO,
     )  # fmt: skip
-    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "no such directory" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_resume_from_a_hub_branch_with_data_and_tokenizer_from_the_hub(hub_server, data_root, tmp_path):
-    from delphi.hub import ensure_repo, publish_folder
+    from delphi.hub.client import ensure_repo, publish_folder
 
     for repo, folder, kind in (("org/tok", "tok", "model"), ("org/data", "data", "dataset")):
         ensure_repo(repo, repo_type=kind)

@@ -17,7 +17,7 @@ from tiny import write_recipe
 
 from delphi.errors import DelphiError
 from delphi.evaluate.logprobs import MARKER, load_logprobs, logprobs_for_checkpoints, token_logprobs
-from delphi.train.checkpoints import read_checkpoint_meta
+from delphi.layout import read_checkpoint_meta
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,8 +146,7 @@ def test_bad_inputs_fail_before_any_work(tiny_run, tmp_path):
             logprobs_for_checkpoints(model, branches, **kw)
 
     fails(r"no checkpoint step3; available: step1, step2, step4, step8", branches="step1,step3")
-    fails(r"single checkpoint; pass its run directory .* --branches step8", model=run / "step8")
-    fails(r"neither a local run directory nor a hub repo", model=str(tmp_path / "missing"))
+    fails(r"no such directory: .*missing", model=str(tmp_path / "missing"))
     fails(r"feature 'ids' not found .*\['tokens'\]", feature="ids")
     fails(r"nowhere to write", out_dir=None)
     fails(r"batch size must be >= 1, got 0", batch_size=0)
@@ -168,6 +167,21 @@ def test_bad_inputs_fail_before_any_work(tiny_run, tmp_path):
         split="validation[:5]",
     )
     assert (out / "step1" / "validation-00000.parquet").read_bytes() == before
+
+
+def test_a_step_folder_is_that_checkpoint_of_its_run(tiny_run, tmp_path):
+    """`delphi logprobs RUN/step8` reads a checkpoint reference as `delphi generate` does."""
+    run, data = tiny_run
+    by_folder = logprobs_for_checkpoints(
+        run / "step8", dataset=data, split="validation[:4]", out_dir=tmp_path / "a"
+    )
+    by_branch = logprobs_for_checkpoints(
+        run, "step8", dataset=data, split="validation[:4]", out_dir=tmp_path / "b"
+    )
+    assert list(by_folder) == list(by_branch) == ["step8"]
+    a, b = (pq.read_table(tmp_path / x / "step8" / "validation-00000.parquet") for x in ("a", "b"))
+    rows_a, rows_b = (np.array(t.column("logprobs").to_pylist(), dtype=np.float32) for t in (a, b))
+    np.testing.assert_array_equal(rows_a, rows_b)  # NaN at position 0 compares equal here
 
 
 def test_cli_logprobs(tiny_run, tmp_path):
@@ -192,7 +206,7 @@ def test_logprobs_from_a_hub_repo_pushed_to_a_hub_dataset(hub_server, tiny_run, 
     """A run published to the (local) hub: every step branch scored, one dataset branch per checkpoint."""
     from delphi.evaluate.sources import list_branches
     from delphi.generate import generate
-    from delphi.push import push_run
+    from delphi.hub.push import push_run
 
     run, data = tiny_run
     push_run(run, "org/tiny", retry_wait=0.05)

@@ -324,7 +324,7 @@ def test_a_run_trained_with_the_chunked_scan_saves_a_plain_checkpoint(
     stories_data, tmp_path, caplog, monkeypatch
 ):
     """Trained through delphi.train with mamba_scan: chunked; loads with plain transformers, same logits."""
-    from delphi.train.checkpoints import list_checkpoints
+    from delphi.layout import list_checkpoints
     from delphi.train.run import train
 
     monkeypatch.setattr(scan_paths, "_logged", set())

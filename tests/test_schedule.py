@@ -7,25 +7,21 @@ import logging
 import pytest
 
 from delphi.errors import DelphiError
-from delphi.train.schedule import checkpoint_steps, format_steps, per_epoch_steps, pythia_steps
+from delphi.train.schedule import checkpoint_steps, format_steps, per_epoch_steps
 
-
-def test_pythia_steps():
-    assert pythia_steps() == [2**k for k in range(10)]
-    assert pythia_steps(100) == [1, 2, 4, 8, 16, 32, 64]
-    assert pythia_steps(0) == []
+PYTHIA = [2**k for k in range(10)]  # 1, 2, 4, ..., 512
 
 
 def test_union_of_early_regular_and_final_steps():
-    steps = checkpoint_steps(2500, every=1000, steps=pythia_steps())
-    assert steps == pythia_steps() + [1000, 2000, 2500]
+    steps = checkpoint_steps(2500, every=1000, steps=PYTHIA)
+    assert steps == PYTHIA + [1000, 2000, 2500]
     assert checkpoint_steps(7, every=None) == [7]
     assert checkpoint_steps(6, every=2, steps=[2, 3, 3]) == [2, 3, 4, 6]
 
 
 def test_steps_beyond_the_run_are_dropped_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="delphi.train.schedule"):
-        steps = checkpoint_steps(10, every=None, steps=pythia_steps())
+        steps = checkpoint_steps(10, every=None, steps=PYTHIA)
     assert steps == [1, 2, 4, 8, 10]
     assert "beyond max_steps=10" in caplog.text and "512" in caplog.text
 
@@ -57,7 +53,7 @@ def test_nonsense_is_refused(kwargs, match):
 
 
 def test_format_steps_is_compact():
-    steps = checkpoint_steps(20000, every=1000, steps=pythia_steps())
+    steps = checkpoint_steps(20000, every=1000, steps=PYTHIA)
     assert format_steps(steps) == "1, 2, 4, ..., 512, 1000, 2000, 3000, ..., 20000 (30 checkpoints)"
     assert format_steps([5]) == "5 (1 checkpoint)"
     assert format_steps([1, 2, 3, 7]) == "1, 2, 3, 7 (4 checkpoints)"

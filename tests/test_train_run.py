@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from tiny import MODEL, write_recipe
 
 from delphi.errors import DelphiError
+from delphi.layout import list_checkpoints, read_checkpoint_meta
 from delphi.recipe import load_recipe
-from delphi.train.checkpoints import list_checkpoints, read_checkpoint_meta
 from delphi.train.run import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from delphi.errors import DelphiError
-from delphi.train.checkpoints import checkpoint_dir, latest_resumable, list_checkpoints, read_checkpoint_meta
+from delphi.layout import checkpoint_dir, latest_resumable, list_checkpoints, read_checkpoint_meta
 from delphi.train.data import collate_sequences, load_token_split
 from delphi.train.sampler import epoch_permutation
 from delphi.train.trainer import DelphiTrainer, sequence_losses

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from delphi.errors import DelphiError
-from delphi.evaluate.sources import ALL, checkpoint_ref, is_local, select_branches
-from delphi.hub import hub_error, link_or_copy
+from delphi.evaluate.sources import ALL, is_local, load_location, run_and_branches, select_branches
+from delphi.hub.client import hub_error, link_or_copy
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _batches(column, batch_size: int):
 def _load_model(model: str, branch: str, device: str):
     from transformers import AutoModelForCausalLM
 
-    where, revision = checkpoint_ref(model, branch)
+    where, revision = load_location(model, branch)
     try:
         lm = AutoModelForCausalLM.from_pretrained(where, revision=revision)
     except Exception as e:
@@ -241,21 +241,22 @@ def logprobs_for_checkpoints(
     batch_size: int = 32,
     device: str | None = None,
 ) -> dict[str, dict]:
-    """Score `dataset[split]` with every selected checkpoint of `model` (run dir or hub repo).
+    """Score `dataset[split]` with every selected checkpoint of `model` (run dir, step folder or hub repo).
 
     Returns {branch: {"status": "computed" | "skipped", "location": ..., **counts}}. Checkpoints whose
     result already exists (locally and, with `out_repo`, on the hub) are skipped.
     """
     import torch
 
-    from delphi.corpus import load_split, split_name
-    from delphi.hub import ensure_repo
+    from delphi.hub.client import ensure_repo
+    from delphi.splits import load_split, split_name
 
     if out_dir is None and out_repo is None:
         raise DelphiError("nowhere to write: give --out-dir, --out-repo or both")
     if batch_size < 1:
         raise DelphiError(f"batch size must be >= 1, got {batch_size}")
-    model, dataset = str(model), str(dataset)
+    model, branches = run_and_branches(str(model), branches)
+    dataset = str(dataset)
     selected = select_branches(model, branches)
     column = _token_column(load_split(dataset, split), feature, dataset)
     max_id = _max_token_id(column)
@@ -318,7 +319,7 @@ def logprobs_for_checkpoints(
 
 def load_logprobs(location: str | os.PathLike, branch: str, split: str = "validation"):
     """The logprobs dataset of one checkpoint, from an `--out-dir` or a `--out-repo` (hub dataset)."""
-    from delphi.corpus import load_split
+    from delphi.splits import load_split
 
     path = Path(location)
     if path.exists():

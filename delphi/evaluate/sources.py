@@ -1,21 +1,21 @@
-"""Where a run's checkpoints live: a local run directory (`step{N}/` folders) or a hub model repo
-(`step{N}` branches, the final model on `main`). Everything in `delphi.evaluate` reads checkpoints
-through these few functions, so each analysis works the same on both.
+"""Reading a run's checkpoints, wherever they live: a local run directory (`step{N}/` folders) or a hub
+model repo (`step{N}` branches, the final model on `main`). Everything in `delphi.evaluate` reads
+checkpoints through these few functions, so each analysis works the same on both; the names and the
+rules for references are `delphi.layout`'s.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import yaml
 
 from delphi.errors import DelphiError
-from delphi.hub import hub_error
+from delphi.hub.client import hub_error
+from delphi.layout import MAIN_BRANCH, META_NAME, RECIPE_FILE, checkpoint_ref, parse_step, step_name
 
-STEP_BRANCH = re.compile(r"^step(\d+)$")
 ALL = "ALL"
 
 
@@ -23,20 +23,24 @@ def is_local(model: str | os.PathLike) -> bool:
     return Path(model).exists()
 
 
-def _check_source(model: str) -> None:
-    from delphi.corpus import is_hub_id
+def run_and_branches(
+    model: str | os.PathLike, branches: str | list[str] = ALL
+) -> tuple[str, str | list[str]]:
+    """A step folder stands for its run with that one branch; a run directory or repo id for itself."""
+    ref = checkpoint_ref(model)
+    if ref.local and ref.branch is not None:
+        return ref.run, ([ref.branch] if branches in (ALL, [ALL]) else branches)
+    return str(model), branches
 
-    if not is_local(model) and not is_hub_id(model):
-        raise DelphiError(f"model {model!r} is neither a local run directory nor a hub repo id 'org/name'")
-    if is_local(model):
-        path = Path(model)
-        if (path / "config.json").is_file():
-            raise DelphiError(
-                f"{model!r} is a single checkpoint; pass its run directory {str(path.parent)!r} "
-                f"(with --branches {path.name})"
-            )
-        if not path.is_dir():
-            raise DelphiError(f"model {model!r} is not a run directory")
+
+def _check_source(model: str) -> None:
+    ref = checkpoint_ref(model)
+    if ref.local and not Path(model).is_dir():
+        raise DelphiError(f"model {model!r} is not a run directory")
+    if ref.local and ref.branch is None and (Path(model) / "config.json").is_file():
+        raise DelphiError(
+            f"{model!r} is a model folder outside a run; expected a run directory, a step folder or a hub repo"
+        )
 
 
 def list_branches(model: str | os.PathLike) -> list[str]:
@@ -44,7 +48,7 @@ def list_branches(model: str | os.PathLike) -> list[str]:
     model = str(model)
     _check_source(model)
     if is_local(model):
-        from delphi.train.checkpoints import list_checkpoints
+        from delphi.layout import list_checkpoints
 
         return [folder.name for _, folder in list_checkpoints(model)]
     from huggingface_hub import HfApi
@@ -55,8 +59,8 @@ def list_branches(model: str | os.PathLike) -> list[str]:
         raise DelphiError(
             f"{hub_error('list the branches of', model, e)} (and no local directory has that name)"
         ) from e
-    steps = sorted(int(m.group(1)) for b in refs.branches if (m := STEP_BRANCH.match(b.name)))
-    return [f"step{s}" for s in steps]
+    steps = sorted(step for b in refs.branches if (step := parse_step(b.name)) is not None)
+    return [step_name(s) for s in steps]
 
 
 def select_branches(model: str | os.PathLike, branches: str | list[str] = ALL) -> list[str]:
@@ -74,7 +78,7 @@ def select_branches(model: str | os.PathLike, branches: str | list[str] = ALL) -
     if not wanted:
         raise DelphiError(f"--branches {branches!r} names no branch; expected ALL or e.g. step1,step8")
     remote_main = not is_local(model)  # a hub repo's final model is on main
-    missing = [b for b in wanted if b not in available and not (remote_main and b == "main")]
+    missing = [b for b in wanted if b not in available and not (remote_main and b == MAIN_BRANCH)]
     if missing:
         shown = ", ".join(available[:12]) + (", ..." if len(available) > 12 else "")
         raise DelphiError(
@@ -83,11 +87,9 @@ def select_branches(model: str | os.PathLike, branches: str | list[str] = ALL) -
     return list(dict.fromkeys(wanted))
 
 
-def checkpoint_ref(model: str | os.PathLike, branch: str) -> tuple[str, str | None]:
-    """(path or repo id, revision) to hand to `from_pretrained` for one checkpoint."""
-    if is_local(model):
-        return str(Path(model) / branch), None
-    return str(model), branch
+def load_location(model: str | os.PathLike, branch: str) -> tuple[str, str | None]:
+    """(path or repo id, revision) to hand to `from_pretrained` for one checkpoint of a run."""
+    return checkpoint_ref(model, branch).location
 
 
 def read_checkpoint_file(model: str | os.PathLike, branch: str, name: str) -> str:
@@ -109,7 +111,7 @@ def read_checkpoint_file(model: str | os.PathLike, branch: str, name: str) -> st
 
 def checkpoint_meta(model: str | os.PathLike, branch: str) -> dict:
     """A checkpoint's `checkpoint.json` (step, tokens_seen, eval_loss, ...)."""
-    text = read_checkpoint_file(model, branch, "checkpoint.json")
+    text = read_checkpoint_file(model, branch, META_NAME)
     try:
         return json.loads(text)
     except ValueError as e:
@@ -124,7 +126,7 @@ def run_name(model: str | os.PathLike, branches: list[str] | None = None) -> str
     if not branches:
         return fallback
     try:
-        recipe = yaml.safe_load(read_checkpoint_file(model, branches[-1], "recipe.yaml"))
+        recipe = yaml.safe_load(read_checkpoint_file(model, branches[-1], RECIPE_FILE))
     except (DelphiError, yaml.YAMLError):
         return fallback
     name = recipe.get("name") if isinstance(recipe, dict) else None

@@ -31,7 +31,8 @@ from delphi.errors import DelphiError
 
 logger = logging.getLogger("delphi.mamba")
 
-SCAN_PATHS = ("auto", "cuda-kernels", "triton", "chunked", "mambapy", "reference")
+from delphi.mamba.choices import SCAN_PATHS  # noqa: E402 (re-exported)
+
 _logged: set[tuple[str, str]] = set()
 
 

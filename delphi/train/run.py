@@ -1,154 +1,328 @@
-"""Train one recipe: check everything cheap first, then build the model and hand over to DelphiTrainer.
+"""Train one recipe: every check first, then the out_dir, then the Trainer.
 
-The order matters: recipe, output dir, tokenizer and data are all checked (seconds) before the
-model is built and the first step runs, so a bad input never costs a training run and never
-touches what an earlier run saved.
+The order is the point. Everything that can fail before the first optimizer step is tried while the
+out_dir is untouched: the recipe, the launcher's layout, the out_dir's state (`delphi.train.outdir`), the
+tokenizer, the data, the model, the Trainer with its reporting integrations, the recipe's callbacks, the
+optimizer and learning-rate schedule, the hub. Only then is the out_dir committed to (locked; a run being
+replaced set aside), and a run that fails before its first checkpoint leaves it as it was. A complete
+run is never touched again: rerunning it prints where it is and exits 0.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import shutil
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from delphi.errors import DelphiError
+from delphi.layout import RECIPE_FILE, RUN_CONTEXT_FILE, list_checkpoints, read_checkpoint_meta
 from delphi.recipe import Recipe
-from delphi.train.checkpoints import checkpoint_dir, is_complete
+from delphi.train.distributed import agree, end_processes, is_main_process, world_size
 
 log = logging.getLogger("delphi.train")
 
-RECIPE_FILE = "recipe.yaml"
-# training: keys that change logging or speed, not what is computed; a run may resume with them changed
-_COSMETIC_TRAINING_KEYS = {
-    "logging_steps",
-    "logging_first_step",
-    "logging_strategy",
-    "report_to",
-    "run_name",
-    "disable_tqdm",
-    "dataloader_num_workers",
-    "dataloader_pin_memory",
-    "dataloader_persistent_workers",
-    "dataloader_prefetch_factor",
-    "torch_compile",
-    "torch_compile_backend",
-    "torch_compile_mode",
-}
-_COSMETIC_KEYS = {
-    "resume",
-    "hub",
-    "wandb",
-    "callbacks",
-    "micro_batch_size",
-    "out_dir",
-    "mamba_scan",
-    "checkpoints",
-}
 
+def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = ()) -> dict:
+    """Train `recipe` to its end (resuming if it can) and return a summary of the run.
 
-def world_size() -> int:
-    """Processes in this run, from the launcher's environment (torchrun / accelerate)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _run_identity(recipe_dict: dict) -> dict:
-    """The parts of a recipe that decide the weights: two runs differ iff these differ."""
-    ident = {k: v for k, v in recipe_dict.items() if k not in _COSMETIC_KEYS and k != "name"}
-    ident["training"] = {
-        k: v for k, v in (recipe_dict.get("training") or {}).items() if k not in _COSMETIC_TRAINING_KEYS
-    }
-    return ident
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
-    return out
-
-
-def prepare_out_dir(recipe: Recipe, *, overwrite: bool) -> tuple[Path | None, list[Path]]:
-    """Decide what to do with `out_dir`: (the checkpoint to resume from or None, what to delete first).
-
-    Refuses (before any work) an out_dir holding a different run, or checkpoints with
-    `resume: never`, unless `overwrite`. Nothing is deleted here: with `overwrite`, the old run's
-    files are returned, and `train` removes them only once every other check has passed.
+    The summary (on every process; `main_process` says which one may print it): out_dir, steps,
+    checkpoints, final_checkpoint, eval_loss, parameters, hub, complete_before (True when the run was
+    already complete and nothing was done).
     """
-    import yaml
+    from transformers.utils import logging as hf_logging
 
-    from delphi.train.checkpoints import latest_resumable, list_checkpoints
+    from delphi.train.distributed import warn_if_world_size_differs
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
+    ws = world_size()
+    if is_main_process():
+        warn_if_world_size_differs(ws)
+    recipe.batch_split(ws)  # fails early when the batch cannot be split over this world size
+    _check_wandb(recipe)
+    _wandb_env(recipe)
+    args = recipe.training_arguments(ws)  # also sets up the process group, so processes can agree
+    try:
+        return _train(recipe, args, overwrite=overwrite, callbacks=callbacks)
+    finally:
+        end_processes()
+
+
+def _train(recipe: Recipe, args, *, overwrite: bool, callbacks) -> dict:
+    from delphi.train.outdir import plan_out_dir
 
     out_dir = Path(recipe.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DelphiError(f"out_dir {str(out_dir)!r} exists and is not a directory")
-    existing = list_checkpoints(out_dir)
-    saved_recipe = out_dir / RECIPE_FILE
-    if overwrite and out_dir.exists():
-        old_run = [folder for _, folder in existing] + sorted(out_dir.glob(".step*")) + [saved_recipe]
-        return _explicit_resume(recipe), [p for p in old_run if p.exists()]
-    if existing or saved_recipe.exists():
-        if saved_recipe.exists():
-            before = yaml.safe_load(saved_recipe.read_text())
-            changes = _diff(_run_identity(before), _run_identity(recipe.to_dict()))
-            if changes:
-                raise DelphiError(
-                    f"out_dir {str(out_dir)!r} holds a different run ({len(changes)} difference(s): "
-                    + "; ".join(changes[:5])
-                    + "); choose another out_dir, or pass --overwrite to replace it"
-                )
-        elif existing:
-            raise DelphiError(
-                f"out_dir {str(out_dir)!r} holds checkpoints ({existing[-1][1].name}, ...) but no "
-                f"{RECIPE_FILE}: not a delphi run of this recipe; choose another out_dir or pass --overwrite"
-            )
-        if recipe.resume == "never" and existing:
-            raise DelphiError(
-                f"out_dir {str(out_dir)!r} already holds checkpoints up to {existing[-1][1].name} and "
-                "resume is 'never'; use resume: auto to continue, or --overwrite to start over"
-            )
-    if recipe.resume == "auto":  # (DelphiTrainer.train removes a killed save's `.stepN.tmp` leftovers)
-        return latest_resumable(out_dir), []
-    return _explicit_resume(recipe), []
+    main = is_main_process()
+    existed = out_dir.exists()
+    plan = agree(lambda: plan_out_dir(recipe, overwrite=overwrite))
+    if plan.action == "complete":
+        return _complete_run(recipe, plan.final_checkpoint)
+    try:
+        run = _prepare(recipe, args, list(callbacks))
+    except BaseException:
+        if main and not existed:
+            _remove_if_only_leftovers(out_dir)
+        raise
+    return _run(recipe, run, plan, existed=existed)
 
 
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+class _PreparedRun:
+    """Everything `_prepare` built and checked; nothing of it has touched the out_dir yet."""
+
+    def __init__(self, **parts):
+        self.__dict__.update(parts)
 
 
-def _explicit_resume(recipe: Recipe) -> Path | None:
-    from delphi.hub import parse_hub_ref
-    from delphi.train.checkpoints import has_resume_state
+def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
+    """Build and check everything that can fail before the first optimizer step."""
+    from delphi.hub.publish import check_hub
+    from delphi.models import build_config, build_model, check_vocab, count_parameters
+    from delphi.tokenizer import load_tokenizer
+    from delphi.train.callbacks import RecipeToWandb
+    from delphi.train.schedule import checkpoint_steps, training_steps
 
-    if recipe.resume in ("auto", "never"):
-        return None
-    if parse_hub_ref(recipe.resume) is not None:
-        from delphi.train.publish import download_checkpoint
+    config = build_config(recipe.model)
+    if recipe.model["architecture"] == "MambaForCausalLM":
+        from delphi.mamba import check_scan_path
 
-        return download_checkpoint(recipe.resume, Path(recipe.out_dir))
-    path = Path(recipe.resume)
-    if not (path.is_dir() and is_complete(path) and has_resume_state(path)):
-        raise DelphiError(
-            f"resume {recipe.resume!r} is not a complete checkpoint with optimizer state "
-            "(expected a step folder holding checkpoint.json and optimizer.pt)"
+        check_scan_path(recipe.mamba_scan)
+    tokenizer = load_tokenizer(recipe.tokenizer)
+    check_vocab(config.vocab_size, tokenizer_vocab_size=len(tokenizer))
+    train_ds, eval_ds = _load_data(recipe, config.vocab_size)
+    callbacks = [cls() for cls in recipe.callback_classes()] + callbacks
+    if recipe.wandb:
+        callbacks.append(RecipeToWandb(recipe))
+
+    steps_per_epoch = len(train_ds) // recipe.batch_size
+    total = training_steps(args, steps_per_epoch)
+    schedule = recipe.checkpoints
+    steps = checkpoint_steps(
+        total,
+        every=schedule.every or None,
+        steps=schedule.steps,
+        per_epoch=schedule.per_epoch,
+        steps_per_epoch=steps_per_epoch,
+    )
+    _warn_about_warmup(args, total)
+    model = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)
+    parameters = count_parameters(model)
+    trainer = _make_trainer(recipe, args, model, tokenizer, (train_ds, eval_ds), steps, callbacks, parameters)
+    _check_optimizer_and_schedule(trainer, total)
+    online = agree(lambda: check_hub(recipe))  # last: the slowest check, and it may need the network
+    return _PreparedRun(
+        trainer=trainer,
+        total=total,
+        steps=steps,
+        steps_per_epoch=steps_per_epoch,
+        online=online,
+        parameters=parameters,
+        sizes=(len(train_ds), len(eval_ds)),
+    )
+
+
+def _make_trainer(recipe, args, model, tokenizer, datasets, steps, callbacks, parameters):
+    from delphi.train.trainer import DelphiTrainer
+
+    def run_files() -> dict[str, str]:
+        """The recipe and the run context, as of this checkpoint (written into every step folder)."""
+        from delphi.provenance import run_context
+
+        context = run_context(world_size=world_size())
+        context.update(recipe=recipe.name, parameters=parameters[0], non_embedding_parameters=parameters[1])
+        context_text = json.dumps(context, indent=2, sort_keys=True) + "\n"
+        return {RECIPE_FILE: recipe.dump_yaml(), RUN_CONTEXT_FILE: context_text}
+
+    try:
+        return DelphiTrainer(
+            model=model,
+            args=args,
+            train_dataset=datasets[0],
+            eval_dataset=datasets[1],
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            checkpoint_steps=steps,
+            seq_len=recipe.seq_len,
+            run_files=run_files,
+            keep_optimizer=recipe.checkpoints.keep_optimizer,
+            data_order=recipe.data.order,
         )
-    return path
+    except RuntimeError as e:  # a `report_to` integration whose package is missing
+        raise DelphiError(_integration_error(e)) from e
+
+
+def _integration_error(error: RuntimeError) -> str:
+    text = " ".join(str(error).split())
+    for package in ("tensorboard", "wandb", "mlflow", "comet_ml", "neptune", "clearml", "dvclive", "trackio"):
+        if package in text.lower():
+            extra = " (pip install 'delphi[tensorboard]')" if package == "tensorboard" else ""
+            return (
+                f"training.report_to asks for {package}, which is not installed: pip install {package}{extra}"
+            )
+    return f"transformers could not set up the Trainer: {text}"
+
+
+def _check_optimizer_and_schedule(trainer, total: int) -> None:
+    """Build the optimizer and learning-rate schedule once (and throw them away), so a bad learning rate,
+    beta, epsilon, weight decay or optimizer name fails now, not in the first step."""
+    try:
+        optimizer = trainer.create_optimizer()
+        trainer.create_scheduler(num_training_steps=total, optimizer=optimizer)
+    except (ValueError, TypeError, ImportError, RuntimeError, KeyError) as e:
+        name = trainer.args.optim
+        raise DelphiError(
+            f"the optimizer ({getattr(name, 'value', name)}) or learning-rate schedule "
+            f"({getattr(trainer.args.lr_scheduler_type, 'value', trainer.args.lr_scheduler_type)}) cannot be "
+            f"built from the recipe's training: section: {e}"
+        ) from e
+    finally:
+        trainer.optimizer, trainer.lr_scheduler = None, None  # Trainer builds its own in train()
+
+
+def _warn_about_warmup(args, total: int) -> None:
+    warmup = args.get_warmup_steps(total)
+    if warmup >= total:
+        peak = args.learning_rate * total / max(warmup, 1)
+        log.warning(
+            "warmup_steps %d is at least the run's %d steps: the learning rate never reaches %g "
+            "(at most %.3g); lower training.warmup_steps or train longer",
+            warmup, total, args.learning_rate, peak,
+        )  # fmt: skip
+
+
+def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
+    """Commit to the out_dir and train; undo the commit if the run stops before its first checkpoint."""
+    from delphi.hub.publish import close_hub_uploader, open_hub_uploader
+    from delphi.train.callbacks import HubPublisher, OnFirstCheckpoint
+    from delphi.train.checkpoints import disk_full_error, is_disk_full, remove_partial_checkpoint
+    from delphi.train.outdir import (
+        RunLock,
+        drop_set_aside_run,
+        remove_failed_start,
+        restore_set_aside_run,
+        set_aside_run,
+    )
+
+    out_dir = Path(recipe.out_dir)
+    main = is_main_process()
+    trainer = run.trainer
+    lock = uploader = None
+    set_aside = False
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(out_dir)
+        if plan.action == "overwrite":
+            set_aside = bool(set_aside_run(out_dir))
+        elif plan.action == "fresh":
+            remove_failed_start(out_dir)  # a recipe.yaml or unfinished save of an earlier failed start
+
+        def commit(first_checkpoint: Path) -> None:
+            from delphi import atomic
+
+            atomic.write_text(out_dir / RECIPE_FILE, recipe.dump_yaml())
+            drop_set_aside_run(out_dir)
+
+        trainer.add_callback(OnFirstCheckpoint(commit))
+        if run.online:
+            uploader = open_hub_uploader(recipe)
+            trainer.add_callback(HubPublisher(uploader))
+        _log_start(recipe, run, plan)
+    try:
+        trainer.train(resume_from_checkpoint=plan.resume_from)
+    except BaseException as error:
+        if main:
+            if not list_checkpoints(out_dir):
+                remove_failed_start(out_dir)
+                if set_aside:
+                    restore_set_aside_run(out_dir)
+        if is_disk_full(error):
+            if main:
+                remove_partial_checkpoint(out_dir, trainer.state.global_step)
+            raise disk_full_error(out_dir, trainer.state.global_step) from error
+        raise
+    finally:
+        if recipe.wandb:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()  # flush: HF's callback leaves the run open for more logging
+        hub_summary = close_hub_uploader(uploader, recipe, main_process=main) if main else None
+        if lock is not None:
+            lock.release()
+            if not existed and not any(out_dir.iterdir()):
+                out_dir.rmdir()  # a fresh out_dir that got no checkpoint goes back to not existing
+    saved = list_checkpoints(out_dir)
+    if main:
+        log.info("done: %d checkpoints in %s", len(saved), out_dir)
+    return _summary(recipe, saved, parameters=run.parameters[0], hub=hub_summary, complete_before=False)
+
+
+def _log_start(recipe: Recipe, run: _PreparedRun, plan) -> None:
+    from delphi.train.schedule import format_steps
+
+    ws = world_size()
+    micro, accumulation = recipe.batch_split(ws)
+    total_params, non_embedding = run.parameters
+    log.info(
+        "%s: %s, %s parameters (%s without embeddings); %d train / %d validation sequences of %d",
+        recipe.name, recipe.model["architecture"], f"{total_params:,}", f"{non_embedding:,}",
+        run.sizes[0], run.sizes[1], recipe.seq_len,
+    )  # fmt: skip
+    log.info(
+        "global batch %d = %d process(es) x %d micro x %d accumulation; %d steps (%d per epoch), %s tokens/step",
+        recipe.batch_size, ws, micro, accumulation, run.total, run.steps_per_epoch, f"{recipe.tokens_per_step:,}",
+    )  # fmt: skip
+    log.info("checkpoints at steps: %s", format_steps(run.steps))
+    if plan.resume_from is not None:
+        log.info("resuming from %s", plan.resume_from)
+
+
+def _complete_run(recipe: Recipe, final_checkpoint: str) -> dict:
+    """A rerun of a finished run: say so, touch nothing."""
+    saved = list_checkpoints(recipe.out_dir)
+    summary = _summary(recipe, saved, parameters=None, hub=None, complete_before=True)
+    if is_main_process():
+        meta = read_checkpoint_meta(final_checkpoint)
+        loss = meta.get("eval_loss")
+        log.info(
+            "%s is already complete: step %s of %s, validation loss %s, in %s; nothing to do",
+            recipe.name, meta.get("step"), meta.get("max_steps"),
+            "n/a" if loss is None else f"{loss:.4g}", final_checkpoint,
+        )  # fmt: skip
+        if recipe.hub.repo:
+            log.info(
+                "to publish any checkpoint missing on the hub: delphi push %s --repo %s",
+                recipe.out_dir, recipe.hub.repo,
+            )  # fmt: skip
+    return summary
+
+
+def _summary(recipe: Recipe, saved: list, *, parameters, hub, complete_before: bool) -> dict:
+    final = read_checkpoint_meta(saved[-1][1]) if saved else {}
+    return {
+        "out_dir": str(recipe.out_dir),
+        "steps": final.get("max_steps"),
+        "checkpoints": [step for step, _ in saved],
+        "final_checkpoint": str(saved[-1][1]) if saved else None,
+        "eval_loss": final.get("eval_loss"),
+        "parameters": parameters,
+        "hub": hub,
+        "complete_before": complete_before,
+        "main_process": is_main_process(),
+    }
+
+
+def _remove_if_only_leftovers(out_dir: Path) -> None:
+    """After a failed start: remove an out_dir this process created, if nothing but its own leftovers is in it."""
+    import shutil
+
+    if not out_dir.is_dir():
+        return
+    leftovers = {".hub-resume", ".delphi.lock"}
+    if all(p.name in leftovers for p in out_dir.iterdir()):
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+# ---- W&B ----
 
 
 def _check_wandb(recipe: Recipe) -> None:
@@ -177,6 +351,9 @@ def _wandb_env(recipe: Recipe) -> None:
     if entity:
         os.environ["WANDB_ENTITY"] = entity
     os.environ.setdefault("WANDB_LOG_MODEL", "false")
+
+
+# ---- data ----
 
 
 def _load_data(recipe: Recipe, vocab_size: int):
@@ -208,155 +385,3 @@ def _load_data(recipe: Recipe, vocab_size: int):
             f"(batch_size {recipe.batch_size})"
         )
     return train, validation
-
-
-def _total_steps(recipe: Recipe, steps_per_epoch: int) -> int:
-    max_steps = recipe.training.get("max_steps", -1)
-    if max_steps is not None and max_steps > 0:
-        return int(max_steps)
-    epochs = recipe.training.get("num_train_epochs", 3.0)
-    return max(1, math.ceil(epochs * steps_per_epoch))
-
-
-def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = ()) -> dict:
-    """Train `recipe` to its end (resuming if it can) and return a summary of the run."""
-    import torch
-
-    from delphi.mamba import check_scan_path
-    from delphi.models import build_config, build_model, check_vocab, count_parameters
-    from delphi.tokenizer import load_tokenizer
-    from delphi.train.checkpoints import list_checkpoints, read_checkpoint_meta, run_context
-    from delphi.train.launch import warn_if_world_size_differs
-    from delphi.train.publish import close_hub_uploader, open_hub_uploader
-    from delphi.train.schedule import checkpoint_steps, format_steps
-    from delphi.train.trainer import DelphiTrainer
-
-    ws = world_size()
-    if is_main_process():
-        warn_if_world_size_differs(ws)
-    recipe.batch_split(ws)  # fails early when the batch cannot be split over this world size
-    _check_wandb(recipe)
-    resume_from, old_run = prepare_out_dir(recipe, overwrite=overwrite)
-
-    config = build_config(recipe.model)
-    if recipe.model["architecture"] == "MambaForCausalLM":
-        check_scan_path(recipe.mamba_scan)
-    tokenizer = load_tokenizer(recipe.tokenizer)
-    check_vocab(config.vocab_size, tokenizer_vocab_size=len(tokenizer))
-    train_ds, eval_ds = _load_data(recipe, config.vocab_size)
-    user_callbacks = [cls() for cls in recipe.callback_classes()] + list(callbacks)
-
-    steps_per_epoch = len(train_ds) // recipe.batch_size
-    total = _total_steps(recipe, steps_per_epoch)
-    schedule = recipe.checkpoints
-    steps = checkpoint_steps(
-        total,
-        every=schedule.every or None,
-        steps=schedule.steps,
-        per_epoch=schedule.per_epoch,
-        steps_per_epoch=steps_per_epoch,
-    )
-    extra = dict(max_steps=total, save_strategy="no", eval_strategy="no")
-    if not torch.cuda.is_available():
-        extra["use_cpu"] = True  # also makes accelerate pick gloo DDP under torchrun
-    _wandb_env(recipe)
-    args = recipe.training_arguments(ws, **extra)
-
-    model = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)
-    total_params, non_embedding = count_parameters(model)
-    micro, accumulation = recipe.batch_split(ws)
-    context = run_context(world_size=ws)
-    context.update(recipe=recipe.name, parameters=total_params, non_embedding_parameters=non_embedding)
-    run_files = {
-        RECIPE_FILE: recipe.dump_yaml(),
-        "run_context.json": json.dumps(context, indent=2, sort_keys=True) + "\n",
-    }
-    trainer = DelphiTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        callbacks=user_callbacks,
-        checkpoint_steps=steps,
-        seq_len=recipe.seq_len,
-        run_files=run_files,
-        keep_optimizer=schedule.keep_optimizer,
-    )
-    if recipe.wandb:
-        trainer.add_callback(RecipeToWandb(recipe))
-    # the last check (is the hub reachable?) comes last, as it starts the upload thread
-    uploader = open_hub_uploader(recipe, main_process=is_main_process())
-    if uploader is not None:
-        trainer.add_callback(HubPublisher(uploader))
-
-    if is_main_process():
-        _remove(old_run)  # --overwrite: only now that every check has passed
-        Path(recipe.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(recipe.out_dir) / RECIPE_FILE).write_text(recipe.dump_yaml())
-        log.info(
-            "%s: %s, %s parameters (%s without embeddings); %d train / %d validation sequences of %d",
-            recipe.name, recipe.model["architecture"], f"{total_params:,}", f"{non_embedding:,}",
-            len(train_ds), len(eval_ds), recipe.seq_len,
-        )  # fmt: skip
-        log.info(
-            "global batch %d = %d process(es) x %d micro x %d accumulation; %d steps (%d per epoch), %s tokens/step",
-            recipe.batch_size, ws, micro, accumulation, total, steps_per_epoch, f"{recipe.tokens_per_step:,}",
-        )  # fmt: skip
-        log.info("checkpoints at steps: %s", format_steps(steps))
-        if resume_from is not None:
-            log.info("resuming from %s", resume_from)
-    try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    finally:
-        if recipe.wandb:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()  # flush: HF's callback leaves the run open for more logging
-        hub_summary = close_hub_uploader(uploader, recipe, main_process=is_main_process())
-
-    saved = list_checkpoints(recipe.out_dir)
-    final = read_checkpoint_meta(saved[-1][1]) if saved else {}
-    summary = {
-        "out_dir": str(recipe.out_dir),
-        "steps": total,
-        "checkpoints": [step for step, _ in saved],
-        "final_checkpoint": str(saved[-1][1]) if saved else None,
-        "eval_loss": final.get("eval_loss"),
-        "parameters": total_params,
-        "hub": hub_summary,
-    }
-    if is_main_process():
-        log.info(
-            "done: %d checkpoints in %s; final validation loss %s",
-            len(saved), recipe.out_dir, final.get("eval_loss"),
-        )  # fmt: skip
-    return summary
-
-
-class RecipeToWandb(TrainerCallback):
-    """Adds the fully resolved recipe to the W&B run config once HF's WandbCallback has started the run."""
-
-    def __init__(self, recipe: Recipe):
-        self.recipe = recipe
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        import wandb
-
-        if wandb.run is not None:
-            wandb.config.update({"delphi_recipe": self.recipe.to_dict()}, allow_val_change=True)
-
-
-class HubPublisher(TrainerCallback):
-    """Hands every checkpoint the Trainer saves to a `HubUploader` (main process only)."""
-
-    def __init__(self, uploader):  # a delphi.train.publish.HubUploader
-        self.uploader = uploader
-
-    def on_save(self, args, state, control, **kwargs):
-        if not args.should_save:
-            return
-        folder = checkpoint_dir(args.output_dir, state.global_step)
-        if is_complete(folder):
-            self.uploader.submit(folder, is_final=state.global_step >= state.max_steps)

@@ -7,6 +7,7 @@ comparable checkpoints across a suite (the same step numbers for every model of 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 
 from delphi.errors import DelphiError
@@ -14,19 +15,20 @@ from delphi.errors import DelphiError
 logger = logging.getLogger(__name__)
 
 
-def pythia_steps(up_to: int = 512) -> list[int]:
-    """Powers of two 1, 2, 4, ... not above `up_to` (Pythia's early checkpoints)."""
-    steps, step = [], 1
-    while step <= up_to:
-        steps.append(step)
-        step *= 2
-    return steps
-
-
-def _positive_int(value, name: str) -> int:
+def positive_int(value, name: str) -> int:
+    """`value` if it is a positive integer (not a bool), else a DelphiError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise DelphiError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def check_steps(steps: Iterable[int], name: str = "checkpoint steps") -> list[int]:
+    """Sorted unique steps, each a positive integer; the one check every step list goes through."""
+    steps = list(steps)
+    for step in steps:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise DelphiError(f"{name} must be positive integers, got {steps!r}")
+    return sorted(set(steps))
 
 
 def per_epoch_steps(max_steps: int, per_epoch: int, steps_per_epoch: int) -> list[int]:
@@ -51,18 +53,16 @@ def checkpoint_steps(
 ) -> list[int]:
     """Sorted unique steps in [1, max_steps] to checkpoint at; `max_steps` (the final model) is always one.
 
-    The union of: the explicit `steps` (e.g. `pythia_steps()`), every `every`-th step, and `per_epoch`
+    The union of: the explicit `steps` (e.g. 1, 2, 4, ..., 512), every `every`-th step, and `per_epoch`
     evenly spaced steps per epoch of `steps_per_epoch` steps. Explicit steps beyond `max_steps` are
     dropped with a logged warning (a short demo run may use a suite's long schedule).
     """
-    max_steps = _positive_int(max_steps, "max_steps")
+    max_steps = positive_int(max_steps, "max_steps")
     chosen = {max_steps}
     if every is not None:
-        every = _positive_int(every, "checkpoint interval `every`")
+        every = positive_int(every, "checkpoint interval `every`")
         chosen.update(range(every, max_steps + 1, every))
-    steps = list(steps)
-    for step in steps:
-        _positive_int(step, "each checkpoint step")
+    steps = check_steps(steps)
     beyond = sorted(s for s in steps if s > max_steps)
     if beyond:
         logger.warning(
@@ -73,10 +73,10 @@ def checkpoint_steps(
         )
     chosen.update(s for s in steps if s <= max_steps)
     if per_epoch is not None:
-        per_epoch = _positive_int(per_epoch, "checkpoints per epoch")
+        per_epoch = positive_int(per_epoch, "checkpoints per epoch")
         if steps_per_epoch is None:
             raise DelphiError("checkpoints per epoch need the number of steps per epoch (steps_per_epoch)")
-        steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch")
+        steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch")
         if per_epoch > steps_per_epoch:
             logger.warning(
                 "%d checkpoints per epoch asked but an epoch has only %d steps: checkpointing every step",
@@ -121,3 +121,12 @@ def format_steps(steps: Sequence[int], *, min_run: int = 5) -> str:
             i += 1
     noun = "checkpoint" if len(steps) == 1 else "checkpoints"
     return f"{', '.join(parts)} ({len(steps)} {noun})"
+
+
+def training_steps(args, steps_per_epoch: int) -> int:
+    """The optimizer steps a run takes, read from its TrainingArguments as Trainer reads them:
+    `max_steps` when positive, else `ceil(num_train_epochs * steps_per_epoch)`."""
+
+    if args.max_steps is not None and args.max_steps > 0:
+        return int(args.max_steps)
+    return max(1, math.ceil(args.num_train_epochs * steps_per_epoch))

@@ -4,56 +4,55 @@ What it changes, and why:
 
 - data order: `DeterministicEpochSampler` (seed = `args.data_seed`, else `args.seed`), so the sequences
   of every optimizer step depend on the seed and the step alone, not on the hardware;
-- checkpoints: at exactly `checkpoint_steps` (and the final step), each evaluated first, written in
-  delphi's atomic `step{N}` layout (`delphi.train.checkpoints`), with resume state kept per `keep_optimizer`;
+- checkpoints: at exactly `checkpoint_steps` (and the final step), each evaluated first; Trainer writes
+  its own checkpoint and `CheckpointFinalizer` (an `on_save` callback) turns it into delphi's atomic
+  `step{N}` folder (`delphi.train.checkpoints`), with resume state kept per `keep_optimizer`;
 - evaluation: the exact mean loss over every eval sequence (transformers weights the last, shorter
   batch as a full one), plus perplexity;
 - logging: `tokens_seen` and `tokens_per_second` (training time only) next to Trainer's loss,
   learning rate and grad norm, through `Trainer.log`, so every tracker receives them.
 
 Everything else is Trainer's: pass `TrainingArguments`, callbacks, `processing_class=tokenizer`.
-`args.save_strategy` and `args.eval_strategy` must be "no" (the schedule replaces them).
+`args.save_strategy` and `args.eval_strategy` must be "no" (the schedule replaces them). Only public
+Trainer API is used (overridden: `get_train_dataloader`, `train`, `log`, `evaluate`, `evaluation_loop`,
+`prediction_step`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_callback import ExportableState
+from torch.utils.data import DataLoader
+from transformers import Trainer
 
 from delphi.errors import DelphiError
-from delphi.train.checkpoints import (
+from delphi.layout import (
+    CONFIG_FILE,
     META_NAME,
     TRAINER_STATE_NAME,
-    checkpoint_dir,
-    drop_resume_state,
+    WEIGHTS_FILE,
     has_resume_state,
     is_complete,
     latest_resumable,
-    list_checkpoints,
-    publish_checkpoint,
     read_checkpoint_meta,
-    remove_stale_temp_dirs,
-    temp_checkpoint_dir,
-    write_json,
-    write_text,
 )
+from delphi.sequences import MIN_SEQ_LEN
+from delphi.train.callbacks import CheckpointFinalizer, ScheduleCallback
+from delphi.train.checkpoints import KEEP_OPTIMIZER, remove_unfinished_saves
 from delphi.train.data import as_model_inputs, collate_sequences
 from delphi.train.sampler import DeterministicEpochSampler
+from delphi.train.schedule import check_steps
 
 logger = logging.getLogger(__name__)
 
-KEEP_OPTIMIZER = ("latest", "all", "none")
-_RESERVED_FILES = {META_NAME, TRAINER_STATE_NAME, "config.json", "model.safetensors", "training_args.bin"}
+_RESERVED_FILES = {META_NAME, TRAINER_STATE_NAME, CONFIG_FILE, WEIGHTS_FILE, "training_args.bin"}
 
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -96,11 +95,9 @@ def validate_arguments(args, *, checkpoint_steps, seq_len, run_files, keep_optim
         )
     if keep_optimizer not in KEEP_OPTIMIZER:
         raise DelphiError(f"keep_optimizer must be one of {KEEP_OPTIMIZER}, got {keep_optimizer!r}")
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
-        raise DelphiError(f"seq_len must be an integer >= 2, got {seq_len!r}")
-    steps = sorted(set(checkpoint_steps))
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in steps):
-        raise DelphiError(f"checkpoint steps must be positive integers, got {list(checkpoint_steps)!r}")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < MIN_SEQ_LEN:
+        raise DelphiError(f"seq_len must be an integer >= {MIN_SEQ_LEN}, got {seq_len!r}")
+    steps = check_steps(checkpoint_steps, "checkpoint steps")
     for name in run_files:
         if Path(name).name != name or name.startswith(".") or name in _RESERVED_FILES:
             raise DelphiError(
@@ -109,36 +106,14 @@ def validate_arguments(args, *, checkpoint_steps, seq_len, run_files, keep_optim
     return steps
 
 
-class _ScheduleCallback(TrainerCallback):
-    """Asks the Trainer to log, evaluate and save at the scheduled steps; keeps the sampler's epoch right."""
-
-    def __init__(self, trainer: DelphiTrainer):
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.trainer._start_throughput_clock(state.global_step)
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        # accelerate does not forward `set_epoch` through every wrapper (a resumed multi-process
-        # dataloader wraps the sampler twice), so set it here, from the step count alone.
-        sampler = self.trainer._train_sampler
-        if sampler is not None:
-            sampler.set_epoch(state.global_step // sampler.steps_per_epoch)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step in self.trainer.checkpoint_steps or state.global_step >= state.max_steps:
-            control.should_log = True
-            control.should_evaluate = self.trainer.eval_dataset is not None
-            control.should_save = True
-
-
 class DelphiTrainer(Trainer):
     """A `transformers.Trainer` for token-sequence datasets (column `tokens`, all `seq_len` long).
 
     Extra keyword arguments: `checkpoint_steps` (optimizer steps to checkpoint at; the final step is
     always one), `seq_len`, `run_files` ({file name: text} written into every checkpoint, e.g. the
-    recipe and run context), `keep_optimizer` ("latest": resume state only in the newest checkpoint;
-    "all"; "none": checkpoints cannot be resumed from).
+    recipe and run context; or a function returning it, called at each checkpoint), `keep_optimizer`
+    ("latest": resume state only in the newest checkpoint; "all"; "none": checkpoints cannot be resumed
+    from), `data_order` ("hash", or "delphi-v0.2": the released suite's order; see `delphi.train.sampler`).
     """
 
     def __init__(
@@ -148,37 +123,42 @@ class DelphiTrainer(Trainer):
         *,
         checkpoint_steps: Sequence[int],
         seq_len: int,
-        run_files: dict[str, str] | None = None,
+        run_files: dict[str, str] | Callable[[], dict[str, str]] | None = None,
         keep_optimizer: str = "latest",
+        data_order: str = "hash",
         train_dataset=None,
         eval_dataset=None,
         data_collator=None,
+        callbacks=None,
         **kwargs,
     ):
-        run_files = dict(run_files or {})
+        self._run_files = run_files if callable(run_files) else dict(run_files or {})
         self.checkpoint_steps = set(
             validate_arguments(
                 args,
                 checkpoint_steps=checkpoint_steps,
                 seq_len=seq_len,
-                run_files=run_files,
+                run_files=self.current_run_files(),
                 keep_optimizer=keep_optimizer,
             )
         )
         self.seq_len = seq_len
-        self.run_files = run_files
         self.keep_optimizer = keep_optimizer
+        self.data_order = data_order
         self.data_seed = args.data_seed if args.data_seed is not None else args.seed
         _check_train_dataset(train_dataset, seq_len)
+        # delphi's own callbacks first, so a user's on_save already sees the finished step{N} folder
+        own = [ScheduleCallback(self), CheckpointFinalizer(self)]
         super().__init__(
             model=model,
             args=args,
             data_collator=data_collator if data_collator is not None else collate_sequences,
             train_dataset=as_model_inputs(train_dataset),
             eval_dataset=as_model_inputs(eval_dataset),
+            callbacks=own + list(callbacks or []),
             **kwargs,
         )
-        self._train_sampler: DeterministicEpochSampler | None = None
+        self.train_sampler: DeterministicEpochSampler | None = None
         self._last_eval: tuple[int, dict] | None = None
         self._last_train_log: dict | None = None
         self._eval_sequence_losses: list[torch.Tensor] | None = None
@@ -186,7 +166,11 @@ class DelphiTrainer(Trainer):
         self._paused_seconds = 0.0
         self._wall_offset = 0.0
         self._train_started = time.perf_counter()
-        self.add_callback(_ScheduleCallback(self))
+
+    def current_run_files(self) -> dict[str, str]:
+        """{file name: text} of the run's own files, as they are to be written into the next checkpoint."""
+        files = self._run_files() if callable(self._run_files) else self._run_files
+        return dict(files)
 
     # ---- sizes ----
 
@@ -201,18 +185,39 @@ class DelphiTrainer(Trainer):
 
     # ---- data order ----
 
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
+    def get_train_dataloader(self) -> DataLoader:
+        """Trainer's train dataloader, in delphi's data order (`DeterministicEpochSampler`).
+
+        Built as Trainer builds it (same loader settings, then `accelerator.prepare`, which shards each
+        global batch over the processes), with the one difference that matters: the sampler.
+        """
+        dataset = self.train_dataset
+        if dataset is None:
+            raise DelphiError("DelphiTrainer.train needs a train_dataset")
         try:
             size = len(dataset)
         except TypeError as e:
             raise DelphiError(
                 "DelphiTrainer needs a train dataset with a length (a map-style dataset)"
             ) from e
-        self._train_sampler = DeterministicEpochSampler(
-            size, self.data_seed, global_batch_size=self.global_batch_size
+        self.train_sampler = DeterministicEpochSampler(
+            size, self.data_seed, global_batch_size=self.global_batch_size, order=self.data_order
         )
-        return self._train_sampler
+        args = self.args
+        loader = DataLoader(
+            dataset,
+            batch_size=args.per_device_train_batch_size,
+            sampler=self.train_sampler,
+            collate_fn=self.data_collator,
+            drop_last=args.dataloader_drop_last,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            multiprocessing_context=args.dataloader_multiprocessing_context,
+            in_order=args.dataloader_in_order,
+        )
+        return self.accelerator.prepare(loader)
 
     # ---- training, resume ----
 
@@ -232,7 +237,7 @@ class DelphiTrainer(Trainer):
         else:
             resume_from_checkpoint = None
         if self.args.should_save:
-            remove_stale_temp_dirs(out_dir)
+            remove_unfinished_saves(out_dir)
         self._train_started = time.perf_counter()
         return super().train(
             resume_from_checkpoint=resume_from_checkpoint,
@@ -253,19 +258,28 @@ class DelphiTrainer(Trainer):
                 "keeps it with keep_optimizer='latest')"
             )
         meta = read_checkpoint_meta(folder)
-        for key, now in (("global_batch_size", self.global_batch_size), ("data_seed", self.data_seed)):
-            if key in meta and meta[key] != now:
+        now = {
+            "global_batch_size": self.global_batch_size,
+            "data_seed": self.data_seed,
+            "data_order": self.data_order,
+        }
+        for key, value in now.items():
+            if meta.get(key, "hash" if key == "data_order" else value) != value:
                 raise DelphiError(
-                    f"cannot resume from {str(folder)!r}: it was trained with {key}={meta[key]}, this run has "
-                    f"{key}={now}; the data order would differ"
+                    f"cannot resume from {str(folder)!r}: it was trained with {key}={meta.get(key, 'hash')}, "
+                    f"this run has {key}={value}; the data order would differ"
                 )
         return float(meta.get("wall_seconds") or 0.0)
 
     # ---- logging ----
 
-    def _start_throughput_clock(self, global_step: int) -> None:
+    def start_throughput_clock(self, global_step: int) -> None:
         self._clock = (time.perf_counter(), global_step)
         self._paused_seconds = 0.0
+
+    def pause_throughput_clock(self, seconds: float) -> None:
+        """Leave `seconds` (evaluation, saving) out of the next tokens-per-second figure."""
+        self._paused_seconds += seconds
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.state.global_step > 0:
@@ -276,7 +290,7 @@ class DelphiTrainer(Trainer):
             seconds = now - since - self._paused_seconds
             if self.state.global_step > step0 and seconds > 0:
                 logs["tokens_per_second"] = (self.state.global_step - step0) * self.tokens_per_step / seconds
-            self._start_throughput_clock(self.state.global_step)
+            self.start_throughput_clock(self.state.global_step)
             self._last_train_log = {"step": self.state.global_step, **logs}
         super().log(logs, start_time)
 
@@ -286,7 +300,10 @@ class DelphiTrainer(Trainer):
         started = time.perf_counter()
         metrics = super().evaluate(*args, **kwargs)
         self._last_eval = (self.state.global_step, dict(metrics))
-        self._paused_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.pause_throughput_clock(seconds)
+        if self.args.should_log:
+            logger.info("evaluation at step %d took %.1f s", self.state.global_step, seconds)
         return metrics
 
     def evaluation_loop(
@@ -314,59 +331,16 @@ class DelphiTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         if not prediction_loss_only or self._eval_sequence_losses is None or "labels" not in inputs:
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-        inputs = self._prepare_inputs(inputs)
+        input_ids, labels = (inputs[k].to(self.args.device) for k in ("input_ids", "labels"))
         with torch.no_grad(), self.compute_loss_context_manager():
-            logits = model(input_ids=inputs["input_ids"], use_cache=False).logits
-        losses = sequence_losses(logits, inputs["labels"])
+            logits = model(input_ids=input_ids, use_cache=False).logits
+        losses = sequence_losses(logits, labels)
         # per-sequence values, so gather_for_metrics drops exactly the samples accelerate repeated
         # to even out the last batch across processes
         self._eval_sequence_losses.append(self.accelerator.gather_for_metrics(losses))
         return (None, None, None)
 
-    # ---- checkpoints ----
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """Write `{output_dir}/step{N}` atomically: everything into `.step{N}.tmp`, metadata last, rename."""
-        started = time.perf_counter()
-        step = self.state.global_step
-        out_dir = Path(self._get_output_dir(trial=trial))
-        temp = temp_checkpoint_dir(out_dir, step)
-        if self.args.should_save:
-            if temp.exists():
-                shutil.rmtree(temp)
-            temp.mkdir(parents=True)
-        self.accelerator.wait_for_everyone()
-        self.store_flos()
-        self.save_model(str(temp), _internal_call=True)
-        if self.keep_optimizer != "none" and not self.args.save_only_model:
-            self._save_optimizer_and_scheduler(str(temp))
-            self._save_scaler(str(temp))
-            self._save_rng_state(str(temp))
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            self._save_trainer_state(temp)
-            for name, text in self.run_files.items():
-                write_text(temp / name, text)
-            write_json(temp / META_NAME, self.checkpoint_meta())
-            final = publish_checkpoint(temp, checkpoint_dir(out_dir, step))
-            logger.info("checkpoint %s written", final)
-            if self.keep_optimizer == "latest":
-                for other_step, folder in list_checkpoints(out_dir):
-                    if other_step != step:
-                        drop_resume_state(folder)
-        self.accelerator.wait_for_everyone()
-        self._paused_seconds += time.perf_counter() - started
-
-    def _save_trainer_state(self, folder: Path) -> None:
-        # as Trainer._save_checkpoint does: record the state of stateful callbacks, then the state
-        for cb in self.callback_handler.callbacks + [self.control]:
-            if isinstance(cb, ExportableState):
-                name = cb.__class__.__name__
-                if isinstance(self.state.stateful_callbacks.get(name), list):
-                    self.state.stateful_callbacks[name].append(cb.state())
-                else:
-                    self.state.stateful_callbacks[name] = cb.state()
-        self.state.save_to_json(str(folder / TRAINER_STATE_NAME))
+    # ---- checkpoints (written by Trainer, finalized by CheckpointFinalizer) ----
 
     def checkpoint_meta(self) -> dict:
         """What `checkpoint.json` records about the current step."""
@@ -382,6 +356,7 @@ class DelphiTrainer(Trainer):
             "sequences_seen": step * self.global_batch_size,
             "tokens_seen": step * self.tokens_per_step,
             "data_seed": self.data_seed,
+            "data_order": self.data_order,
             "train_loss": train.get("loss"),
             "learning_rate": train.get("learning_rate"),
             "grad_norm": train.get("grad_norm"),

@@ -80,14 +80,7 @@ def ensure_repo(repo_id: str, *, repo_type: str = "model", private: bool = False
 
 
 def upload_dir(
-    folder: str | Path,
-    repo_id: str,
-    *,
-    repo_type: str = "model",
-    path_in_repo: str | None = None,
-    revision: str | None = None,
-    commit_message: str = "Upload from delphi",
-    allow_patterns: list[str] | None = None,
+    folder: str | Path, repo_id: str, *, repo_type: str = "model", commit_message: str = "Upload from delphi"
 ) -> str:
     """Upload a local folder in one commit and return the commit URL."""
     from huggingface_hub import HfApi
@@ -97,10 +90,7 @@ def upload_dir(
             folder_path=str(folder),
             repo_id=repo_id,
             repo_type=repo_type,
-            path_in_repo=path_in_repo,
-            revision=revision,
             commit_message=commit_message,
-            allow_patterns=allow_patterns,
         )
     except Exception as e:
         raise hub_error("upload to", repo_id, e) from e

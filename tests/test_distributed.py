@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from delphi.train.launch import requested_world_size, warn_if_world_size_differs
+from delphi.train.distributed import requested_world_size, warn_if_world_size_differs
 
 REPO = Path(__file__).resolve().parents[1]
 

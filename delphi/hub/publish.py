@@ -16,7 +16,6 @@ publishes what is missing later.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import shutil
 import threading
@@ -25,18 +24,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from delphi.errors import DelphiError
-from delphi.hub import ensure_repo, link_or_copy, local_files, publish_folder
+from delphi.hub.client import ensure_repo, link_or_copy, local_files, publish_folder
+from delphi.layout import MAIN_BRANCH, branch_name, is_complete, is_resume_state, parse_step
 from delphi.model_card import model_card
-from delphi.train.checkpoints import is_complete, is_resume_state
 
 log = logging.getLogger("delphi.hub")
 
 STAGING_DIR = ".hub-staging"  # inside the run folder: same file system, so hard links work
 MAX_RETRY_WAIT = 300.0
-
-
-def branch_name(step: int) -> str:
-    return f"step{step}"
 
 
 def stage_checkpoint(
@@ -91,7 +86,7 @@ def publish_checkpoint_to_hub(
                     staged,
                     repo_id,
                     branch,
-                    commit_message=f"delphi: {staged.name}" + (" (final)" if branch == "main" else ""),
+                    commit_message=f"delphi: {staged.name}" + (" (final)" if branch == MAIN_BRANCH else ""),
                     tolerated_extra=is_resume_state,
                 )
                 results.append(BranchResult(branch, status, attempt + 1, time.perf_counter() - started))
@@ -164,8 +159,8 @@ class HubUploader:
 
     def submit(self, folder: Path, *, is_final: bool) -> None:
         """Stage `folder` now and queue its upload (waits while `max_pending` uploads are queued)."""
-        step = int(Path(folder).name.removeprefix("step"))
-        branches = [branch_name(step)] + (["main"] if is_final else [])
+        step = parse_step(Path(folder).name)
+        branches = [branch_name(step)] + ([MAIN_BRANCH] if is_final else [])
         try:
             staged = stage_checkpoint(
                 folder,
@@ -207,14 +202,15 @@ class HubUploader:
         return summarize(self.repo_id, self.results)
 
 
-def open_hub_uploader(recipe, *, main_process: bool = True) -> HubUploader | None:
-    """Check the hub before training and start the uploader; None when there is no repo (or offline).
+def check_hub(recipe) -> bool:
+    """Before training: can the run's hub repo be reached (it is created if needed)?
 
-    Unreachable hub: a DelphiError (nothing trained) unless `hub.offline_ok`, which trains offline.
+    True: publish while training. False: unreachable with `hub.offline_ok`, so train offline and publish
+    later. Unreachable without it: a DelphiError, and nothing is trained.
     """
     hub = recipe.hub
-    if not hub.repo or not main_process:
-        return None
+    if not hub.repo:
+        return False
     try:
         ensure_repo(hub.repo, private=hub.private)
     except DelphiError as e:
@@ -225,7 +221,13 @@ def open_hub_uploader(recipe, *, main_process: bool = True) -> HubUploader | Non
             ) from e
         log.warning("%s; training offline (hub.offline_ok): publish later with `delphi push %s --repo %s`",
                     e, recipe.out_dir, hub.repo)  # fmt: skip
-        return None
+        return False
+    return True
+
+
+def open_hub_uploader(recipe) -> HubUploader:
+    """Start the background uploader of a run whose hub repo `check_hub` found reachable (main process)."""
+    hub = recipe.hub
     log.info("hub %s: each checkpoint goes to its branch step{N}, the final model to main", hub.repo)
     return HubUploader(
         hub.repo,
@@ -252,11 +254,11 @@ def close_hub_uploader(uploader: HubUploader | None, recipe, *, main_process: bo
 
 def download_checkpoint(ref: str, out_dir: Path) -> Path:
     """Download hub branch "org/name@step400" into `{out_dir}/.hub-resume/` and check it can be resumed from."""
-    from delphi.hub import download_revision, parse_hub_ref
-    from delphi.train.checkpoints import has_resume_state
+    from delphi.hub.client import download_revision, parse_hub_ref
+    from delphi.layout import has_resume_state
 
     repo_id, revision = parse_hub_ref(ref)
-    dest = Path(out_dir) / ".hub-resume" / f"{revision}-rank{os.environ.get('RANK', '0')}"
+    dest = Path(out_dir) / ".hub-resume" / revision  # main process only; the others read it (shared out_dir)
     if dest.exists():
         shutil.rmtree(dest)
     log.info("downloading %s to resume from it", ref)

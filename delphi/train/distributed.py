@@ -1,8 +1,13 @@
-"""Which world size the launcher was asked for, so a silently single-process launch is caught.
+"""The processes of a run: who they are, what the launcher meant, and how they agree and end.
 
-`accelerate launch --cpu --num_processes 2` starts ONE process (accelerate's CPU path needs
-MPI for more) and says nothing. The training script is the only place that can notice: it
-reads the launcher's command line (its parent process) and compares.
+- Which world size the launcher was asked for, so a silently single-process launch is caught:
+  `accelerate launch --cpu --num_processes 2` starts ONE process (accelerate's CPU path needs MPI for
+  more) and says nothing. The training script is the only place that can notice: it reads the
+  launcher's command line (its parent process) and compares.
+- `agree`: a decision only the main process can take (what to do with the out_dir, is the hub
+  reachable) reaches every process, and so does its error: no process trains on alone while
+  another has stopped.
+- `end_processes`: every process ends its process group before exiting, so none aborts at exit.
 """
 
 from __future__ import annotations
@@ -79,3 +84,65 @@ def warn_if_world_size_differs(actual: int, launcher_argv: list[str] | None = No
     )
     log.warning(message)
     return message
+
+
+def world_size() -> int:
+    """Processes in this run, from the launcher's environment (torchrun / accelerate)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _group_ready() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def agree(decide):
+    """`decide()` run on the main process; its result, or its error, given to every process.
+
+    The other processes wait (within the process group's timeout) and then return the same value or
+    raise the same DelphiError. Without a process group it is just `decide()`.
+    """
+    from delphi.errors import DelphiError
+
+    if not _group_ready():
+        return decide()
+    import torch.distributed as dist
+
+    payload: list = [None]
+    failure: BaseException | None = None
+    if dist.get_rank() == 0:
+        try:
+            payload = [("ok", decide())]
+        except BaseException as e:  # every process must hear of it, whatever it is
+            failure = e
+            message = (
+                str(e) if isinstance(e, DelphiError) else f"the main process stopped: {type(e).__name__}: {e}"
+            )
+            payload = [("error", message)]
+    dist.broadcast_object_list(payload, src=0)
+    if failure is not None:
+        raise failure
+    kind, value = payload[0]
+    if kind == "error":
+        raise DelphiError(value)
+    return value
+
+
+def end_processes() -> None:
+    """End this process's part of the process group (if any), so it exits cleanly.
+
+    Without it, gloo's threads can outlive the interpreter's teardown and abort the process after a
+    successful run ("terminate called without an active exception", exit status 134).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception as e:  # a peer may already be gone; the run itself is finished
+            log.debug("destroy_process_group: %s", e)

@@ -25,13 +25,12 @@ def push_run(
     retry_wait: float = 5.0,
 ) -> dict:
     """Publish every complete checkpoint of `run_dir` to `repo_id`; returns the summary (see `summarize`)."""
-    from delphi.hub import ensure_repo
-    from delphi.train.checkpoints import list_checkpoints, read_checkpoint_meta
-    from delphi.train.publish import branch_name, publish_checkpoint_to_hub, stage_checkpoint, summarize
+    from delphi.hub.client import ensure_repo
+    from delphi.hub.publish import publish_checkpoint_to_hub, stage_checkpoint, summarize
+    from delphi.inputs import check_local
+    from delphi.layout import MAIN_BRANCH, branch_name, list_checkpoints, read_checkpoint_meta
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DelphiError(f"run directory {str(run_dir)!r} does not exist")
+    run_dir = check_local(str(run_dir), what="run directory")
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         raise DelphiError(
@@ -51,7 +50,7 @@ def push_run(
                 folder, staging_root, repo_id, include_optimizer=include_optimizer, is_final=is_final
             )
             try:
-                branches = [branch_name(step)] + (["main"] if is_final else [])
+                branches = [branch_name(step)] + ([MAIN_BRANCH] if is_final else [])
                 results += publish_checkpoint_to_hub(
                     staged, repo_id, branches, retries=retries, retry_wait=retry_wait
                 )

@@ -1,7 +1,7 @@
 import pytest
 
-from delphi.corpus import is_hub_id, load_split, require_text_feature, split_name
 from delphi.errors import DelphiError
+from delphi.splits import is_hub_id, load_split, require_text_feature, split_name
 
 
 def test_split_name_strips_slicing():

@@ -1,0 +1,68 @@
+"""Is an input a local path or a hub id? One rule for every command, so a typo reads as a typo.
+
+Most inputs (tokenizer, dataset, model, resume) take either a local path or a hub id `org/name`. A
+mistyped path must not surface as a hub error ("Repo id must be in the form ...") or a network
+timeout: anything that does not exist locally and either looks like a path (starts with `.`, `/` or
+`~`, or has more than one `/`) or cannot be a hub id is reported as a missing path, with the nearest
+existing name beside it when there is one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+
+from delphi.errors import DelphiError
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def looks_like_path(text: str) -> bool:
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text)
+
+
+def is_hub_id(text: str) -> bool:
+    """True for `org/name` strings that do not exist as a local path."""
+    return (
+        not os.path.exists(os.path.expanduser(text))
+        and not looks_like_path(text)
+        and bool(HUB_ID.match(text))
+    )
+
+
+def missing_path_error(text: str, *, what: str, files_ok: bool = False) -> DelphiError:
+    """'no such directory: X (what); did you mean Y?', naming the closest existing sibling when there is one."""
+    message = f"no such {'file or directory' if files_ok else 'directory'}: {text!r} ({what})"
+    path = Path(text).expanduser()
+    first_missing = path
+    while not first_missing.parent.exists() and first_missing.parent != first_missing:
+        first_missing = first_missing.parent
+    if first_missing != path:
+        message += f"; {str(first_missing)!r} does not exist either"
+    parent = first_missing.parent
+    siblings = (
+        sorted(p.name for p in parent.iterdir() if not p.name.startswith(".")) if parent.is_dir() else []
+    )
+    close = difflib.get_close_matches(first_missing.name, siblings, n=1, cutoff=0.6)
+    if close:
+        message += f"; did you mean {str(parent / close[0])!r}?"
+    return DelphiError(message)
+
+
+def check_local_or_hub(text: str, *, what: str, files_ok: bool = False) -> str:
+    """'local' if `text` exists, 'hub' if it can only be a hub id; else the missing-path DelphiError."""
+    if os.path.exists(os.path.expanduser(text)):
+        return "local"
+    if is_hub_id(text):
+        return "hub"
+    raise missing_path_error(text, what=what, files_ok=files_ok)
+
+
+def check_local(text: str, *, what: str, files_ok: bool = False) -> Path:
+    """`text` as an existing local path, or the missing-path DelphiError."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise missing_path_error(text, what=what, files_ok=files_ok)
+    return path

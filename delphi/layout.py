@@ -1,0 +1,186 @@
+"""What a run directory and a checkpoint hold, by name: the one home of delphi's on-disk layout.
+
+```
+{out_dir}/
+  recipe.yaml              the run's fully resolved recipe (written with its first checkpoint)
+  step{N}/                 one complete checkpoint per scheduled step (hub branch `step{N}`; the final
+                           one is also on `main`); complete once `checkpoint.json` exists (written last)
+    config.json  model.safetensors  generation_config.json    AutoModelForCausalLM.from_pretrained
+    tokenizer.json  tokenizer_config.json ...                  AutoTokenizer.from_pretrained
+    recipe.yaml  run_context.json                              the run's own files
+    trainer_state.json  training_args.bin                      transformers' names
+    optimizer.pt  scheduler.pt  rng_state*.pth  scaler.pt      resume state (by default only in the newest)
+    checkpoint.json                                            step, tokens seen, losses; written last
+  checkpoint-{N}/          transformers' own checkpoint while it is being written (renamed to step{N})
+  .delphi.lock             held while a process trains this run
+  .delphi-replaced/        the previous run, kept aside by --overwrite until the new run's first checkpoint
+```
+
+A checkpoint is named by a *reference*: a step folder, a run directory (its newest checkpoint, or the
+`revision` step), or a hub repo id (`org/name`, with `revision` a branch); `checkpoint_ref` reads all three
+the same way for every command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from delphi.errors import DelphiError
+
+RECIPE_FILE = "recipe.yaml"
+RUN_CONTEXT_FILE = "run_context.json"
+META_NAME = "checkpoint.json"
+TRAINER_STATE_NAME = "trainer_state.json"  # transformers.trainer_callback.TRAINER_STATE_NAME
+MODEL_CARD = "README.md"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+LOCK_FILE = ".delphi.lock"
+REPLACED_DIR = ".delphi-replaced"
+MAIN_BRANCH = "main"
+
+_STEP = re.compile(r"^step(\d+)$")
+# transformers' checkpoint folder (PREFIX_CHECKPOINT_DIR) and delphi's older temp names: unfinished saves
+_UNFINISHED = re.compile(r"^(checkpoint-\d+|\.step\d+\.(tmp|old))$")
+# transformers' file names for what only resuming needs
+_RESUME_STATE = re.compile(r"^(optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth)$")
+# everything a run writes into its out_dir (other files there, e.g. a suite's log, are not the run's)
+_RUN_ENTRY = re.compile(r"^(recipe\.yaml|step\d+|checkpoint-\d+|\.step\d+\.(tmp|old)|\.hub-(push-)?staging)$")
+
+
+def step_name(step: int) -> str:
+    """`step{N}`: the folder and the hub branch of the checkpoint after optimizer step N (Pythia naming)."""
+    return f"step{step}"
+
+
+branch_name = step_name
+
+
+def parse_step(name: str) -> int | None:
+    """N for `step{N}`, else None."""
+    match = _STEP.match(name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_dir(out_dir: str | os.PathLike, step: int) -> Path:
+    return Path(out_dir) / step_name(step)
+
+
+def trainer_checkpoint_dir(out_dir: str | os.PathLike, step: int) -> Path:
+    """Where transformers' Trainer writes the checkpoint of `step` before delphi renames it to `step{N}`."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    return Path(out_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+
+
+def is_complete(folder: str | os.PathLike) -> bool:
+    """A checkpoint is complete once its `checkpoint.json` exists (it is written last)."""
+    return (Path(folder) / META_NAME).is_file()
+
+
+def is_resume_state(path: str) -> bool:
+    """Optimizer, scheduler, scaler and RNG state (a file name, not in a subfolder): what resume needs."""
+    return "/" not in path and _RESUME_STATE.match(path) is not None
+
+
+def has_resume_state(folder: str | os.PathLike) -> bool:
+    """True if training can resume from `folder`: optimizer, scheduler and trainer state are all there."""
+    folder = Path(folder)
+    has_optimizer = (folder / "optimizer.pt").is_file() or (folder / "optimizer.bin").is_file()
+    return has_optimizer and (folder / "scheduler.pt").is_file() and (folder / TRAINER_STATE_NAME).is_file()
+
+
+def list_checkpoints(out_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints in `out_dir` as (step, folder), oldest first; incomplete folders are ignored."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = []
+    for entry in out_dir.iterdir():
+        step = parse_step(entry.name)
+        if step is not None and entry.is_dir() and is_complete(entry):
+            found.append((step, entry))
+    return sorted(found)
+
+
+def latest_resumable(out_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint in `out_dir` that still has its optimizer state, or None."""
+    for _, folder in reversed(list_checkpoints(out_dir)):
+        if has_resume_state(folder):
+            return folder
+    return None
+
+
+def unfinished_saves(out_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoint folders a killed process left half-written (`checkpoint-N`, `.stepN.tmp`, `.stepN.old`)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    return sorted(p for p in out_dir.iterdir() if _UNFINISHED.match(p.name) and p.is_dir())
+
+
+def run_entries(out_dir: str | os.PathLike) -> list[Path]:
+    """Everything in `out_dir` that belongs to the run (what --overwrite sets aside), sorted."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    return sorted(p for p in out_dir.iterdir() if _RUN_ENTRY.match(p.name))
+
+
+def read_checkpoint_meta(folder: str | os.PathLike) -> dict:
+    """The `checkpoint.json` of a checkpoint folder, with a clear error if it is missing or unreadable."""
+    path = Path(folder) / META_NAME
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise DelphiError(f"{str(folder)!r} is not a complete checkpoint: {META_NAME} is missing") from e
+    except (OSError, ValueError) as e:
+        raise DelphiError(f"cannot read {str(path)!r}: {e}") from e
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A run (local directory or hub repo) and, optionally, one of its checkpoints (`step{N}` or `main`)."""
+
+    run: str
+    branch: str | None
+    local: bool
+
+    @property
+    def location(self) -> tuple[str, str | None]:
+        """(path or repo id, revision) to hand to `from_pretrained` for this checkpoint."""
+        if self.local:
+            return (str(Path(self.run) / self.branch) if self.branch else self.run), None
+        return self.run, self.branch
+
+
+def checkpoint_ref(model: str | os.PathLike, revision: str | None = None) -> CheckpointRef:
+    """Read a checkpoint reference the same way for every command.
+
+    - a step folder (`out/run/step64`): that checkpoint of its run (`revision` must be absent); any other
+      folder holding a model (config.json) is a run of its own with no branch;
+    - a run directory (holding `step*/`): checkpoint `revision`, or no branch (the caller picks);
+    - a hub repo id `org/name`: branch `revision` (or none);
+    Anything else is a DelphiError that says which of these was expected.
+    """
+    from delphi.inputs import check_local_or_hub
+
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        if revision is not None:
+            raise DelphiError(
+                f"{text!r} is one checkpoint; --revision {revision!r} applies to runs and repos"
+            )
+        if parse_step(path.name) is None:
+            return CheckpointRef(str(path), None, local=True)  # a model folder outside any run
+        return CheckpointRef(str(path.parent), path.name, local=True)
+    if path.is_dir():
+        if revision is not None and not is_complete(path / revision):
+            raise DelphiError(f"run {text!r} has no complete checkpoint {revision!r}")
+        return CheckpointRef(str(path), revision, local=True)
+    check_local_or_hub(text, what="a run directory, a step folder or a hub repo id 'org/name'")
+    return CheckpointRef(text, revision, local=False)

@@ -1,0 +1,259 @@
+"""What a training run does with its `out_dir`, decided before anything is touched.
+
+The rules, in the order they apply:
+
+- A run *exists* in an out_dir once it has a complete checkpoint (`step{N}/checkpoint.json`). Leftovers of
+  a start that failed before its first checkpoint (a `recipe.yaml`, an unfinished `checkpoint-{N}`) are
+  not a run: the corrected command is never refused because of them.
+- A complete run (its newest checkpoint is the final step) is left exactly as it is: a rerun prints
+  where it is and exits 0, whatever the process layout.
+- A different run (another model, data, seeds, batch or optimizer: `Recipe.identity`) is refused unless
+  `--overwrite`. With it, the old run is *set aside* inside the out_dir (`.delphi-replaced/`) when
+  training starts, and deleted only once the new run has written its first checkpoint. If the new run
+  fails before that, the old run is moved back; if the process is killed (Ctrl-C, SIGKILL), the next
+  delphi command that opens the out_dir moves it back first.
+- A partial run resumes from its newest checkpoint that still has optimizer state.
+- One process trains an out_dir at a time (`.delphi.lock`, an flock held for the whole run).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from delphi.errors import DelphiError
+from delphi.layout import (
+    LOCK_FILE,
+    RECIPE_FILE,
+    REPLACED_DIR,
+    has_resume_state,
+    is_complete,
+    latest_resumable,
+    list_checkpoints,
+    read_checkpoint_meta,
+    run_entries,
+)
+from delphi.recipe import Recipe
+
+log = logging.getLogger("delphi.train")
+
+
+@dataclass(frozen=True)
+class OutDirPlan:
+    """What `train` will do with the out_dir: "fresh", "resume", "overwrite" or "complete"."""
+
+    action: str
+    resume_from: str | None = None
+    final_checkpoint: str | None = None  # for "complete": the newest checkpoint folder
+
+
+def plan_out_dir(recipe: Recipe, *, overwrite: bool) -> OutDirPlan:
+    """Decide what to do with `recipe.out_dir` (main process); refuses a different run. Writes nothing,
+    except moving back a run that an interrupted `--overwrite` had set aside."""
+    out_dir = Path(recipe.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DelphiError(f"out_dir {str(out_dir)!r} exists and is not a directory")
+    if lock_holder(out_dir) is not None:
+        raise DelphiError(
+            f"out_dir {str(out_dir)!r} is being trained by another process (pid {lock_holder(out_dir)}); "
+            "wait for it to finish, or choose another out_dir"
+        )
+    recover_set_aside_run(out_dir)
+    existing = list_checkpoints(out_dir)
+    explicit = explicit_resume(recipe)
+    if not existing:
+        return OutDirPlan("resume" if explicit else "fresh", explicit)
+    if overwrite:
+        return OutDirPlan("overwrite", explicit)
+    changes = saved_run_changes(out_dir, existing, recipe)
+    if changes:
+        raise DelphiError(
+            f"out_dir {str(out_dir)!r} holds a different run ({len(changes)} difference(s): "
+            + "; ".join(changes[:5])
+            + "); choose another out_dir, or pass --overwrite to replace it"
+        )
+    newest_step, newest = existing[-1]
+    if recipe.resume == "never":
+        raise DelphiError(
+            f"out_dir {str(out_dir)!r} already holds checkpoints up to {newest.name} and resume is 'never'; "
+            "use resume: auto to continue, or --overwrite to start over"
+        )
+    meta = read_checkpoint_meta(newest)
+    if meta.get("max_steps") is not None and newest_step >= meta["max_steps"]:
+        return OutDirPlan("complete", final_checkpoint=str(newest))
+    if explicit:
+        return OutDirPlan("resume", explicit)
+    resumable = latest_resumable(out_dir)
+    if resumable is None:
+        raise DelphiError(
+            f"out_dir {str(out_dir)!r} holds checkpoints up to {newest.name}, but none keeps the optimizer "
+            "state needed to continue (checkpoints.keep_optimizer: none); pass --overwrite to train from scratch"
+        )
+    return OutDirPlan("resume", str(resumable))
+
+
+def saved_run_changes(out_dir: Path, existing: list, recipe: Recipe) -> list[str]:
+    """How `recipe` differs from the run saved in out_dir (`key: old -> new`); [] for the same run."""
+    saved = out_dir / RECIPE_FILE
+    if not saved.is_file():
+        saved = existing[-1][1] / RECIPE_FILE
+    if not saved.is_file():
+        raise DelphiError(
+            f"out_dir {str(out_dir)!r} holds checkpoints ({existing[-1][1].name}, ...) but no {RECIPE_FILE}: "
+            "not a delphi run of this recipe; choose another out_dir or pass --overwrite"
+        )
+    try:
+        before = Recipe.identity_of(yaml.safe_load(saved.read_text()))
+    except (OSError, yaml.YAMLError, AttributeError, TypeError) as e:
+        raise DelphiError(f"cannot read the saved recipe {str(saved)!r}: {e}") from e
+    return _diff(before, recipe.identity())
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out
+
+
+def explicit_resume(recipe: Recipe) -> str | None:
+    """The checkpoint a `resume:` path or hub branch names, checked (a hub branch is downloaded)."""
+    from delphi.hub.client import parse_hub_ref
+    from delphi.inputs import check_local
+
+    if recipe.resume in ("auto", "never"):
+        return None
+    if parse_hub_ref(recipe.resume) is not None:
+        from delphi.hub.publish import download_checkpoint
+
+        return str(download_checkpoint(recipe.resume, Path(recipe.out_dir)))
+    path = check_local(recipe.resume, what="resume")
+    if not (path.is_dir() and is_complete(path) and has_resume_state(path)):
+        raise DelphiError(
+            f"resume {recipe.resume!r} is not a complete checkpoint with optimizer state "
+            "(expected a step folder holding checkpoint.json and optimizer.pt)"
+        )
+    return str(path)
+
+
+# ---- the set-aside run of --overwrite ----
+
+
+def set_aside_run(out_dir: Path) -> list[str]:
+    """Move the run's entries (step folders, recipe.yaml, ...) into `.delphi-replaced/`; returns their names."""
+    aside = out_dir / REPLACED_DIR
+    aside.mkdir(exist_ok=True)
+    moved = []
+    for entry in run_entries(out_dir):
+        os.replace(entry, aside / entry.name)
+        moved.append(entry.name)
+    log.info(
+        "--overwrite: the previous run (%d entries) is set aside until the first new checkpoint", len(moved)
+    )
+    return moved
+
+
+def restore_set_aside_run(out_dir: Path) -> None:
+    """Put a set-aside run back in place of whatever the new run wrote (it had no checkpoint yet)."""
+    aside = out_dir / REPLACED_DIR
+    for entry in run_entries(out_dir):
+        _remove(entry)
+    for entry in sorted(aside.iterdir()):
+        os.replace(entry, out_dir / entry.name)
+    aside.rmdir()
+    log.warning("the new run stopped before its first checkpoint: the previous run in %s is back", out_dir)
+
+
+def drop_set_aside_run(out_dir: Path) -> None:
+    aside = out_dir / REPLACED_DIR
+    if aside.exists():
+        shutil.rmtree(aside)
+        log.info("the new run has a checkpoint: deleted the previous run it replaced")
+
+
+def recover_set_aside_run(out_dir: Path) -> None:
+    """Finish what a killed `--overwrite` left: move the old run back, or drop it if the new one had begun."""
+    if not (out_dir / REPLACED_DIR).is_dir():
+        return
+    if list_checkpoints(out_dir):
+        drop_set_aside_run(out_dir)
+    else:
+        restore_set_aside_run(out_dir)
+
+
+def remove_failed_start(out_dir: Path) -> None:
+    """Remove what a run that stopped before its first checkpoint wrote (never another run's files)."""
+    if list_checkpoints(out_dir):
+        return
+    for entry in run_entries(out_dir):
+        _remove(entry)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# ---- one process per out_dir ----
+
+
+class RunLock:
+    """An exclusive flock on `{out_dir}/.delphi.lock` (holding the owner's pid), held while a run trains."""
+
+    def __init__(self, out_dir: Path):
+        self.path = Path(out_dir) / LOCK_FILE
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self.fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise DelphiError(
+                    f"out_dir {str(out_dir)!r} is being trained by another process (pid {lock_holder(out_dir)})"
+                ) from e
+            raise
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self, *, remove: bool = True) -> None:
+        if self.fd < 0:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        else:
+            os.ftruncate(self.fd, 0)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def lock_holder(out_dir: str | os.PathLike) -> int | None:
+    """The pid of the process training `out_dir` right now, or None (never creates the lock file)."""
+    path = Path(out_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = path.read_text().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
