@@ -1,5 +1,7 @@
 # delphi: every target installs what it needs into .venv first (offline except for the package registry).
 # Inputs are variables: e.g. `make tokenizer DATASET=../shared/data/tinystories VOCAB=4096 TOKENIZER=out/tok`.
+# Every step reads what the step before it wrote under the same variables: `make demo OUT=x` reads and
+# writes only under x, and `make train` trains on the TOKENIZER and TOKENIZED you gave (see TRAIN_SET).
 
 PYTHON    ?= python3
 VENV      ?= .venv
@@ -17,6 +19,7 @@ TOKENIZER ?= $(OUT)/tokenizer
 SEQ_LEN   ?= 128
 TOKENIZED ?= $(OUT)/dataset
 RECIPE    ?= recipes/demo/llama2-demo.yaml
+RUN_DIR   ?= $(OUT)/$(basename $(notdir $(RECIPE)))
 SET       ?=
 NPROC     ?= 2
 PYTEST_ARGS ?=
@@ -38,43 +41,56 @@ $(CORPUS)/train-00000.parquet: | $(STAMP)
 
 corpus: $(CORPUS)/train-00000.parquet
 
+# `make tokenizer` / `make dataset` always (re)build; the demo builds them only when missing.
 tokenizer: $(STAMP) $(if $(filter $(CORPUS),$(DATASET)),corpus)
 	$(DELPHI) tokenizer -i $(DATASET) -f $(FEATURE) -s $(SPLIT) -v $(VOCAB) --out-dir $(TOKENIZER) --overwrite
 
 dataset: $(STAMP) $(if $(filter $(CORPUS),$(DATASET)),corpus)
 	$(DELPHI) dataset -i $(DATASET) -f $(FEATURE) -t $(TOKENIZER) -l $(SEQ_LEN) --out-dir $(TOKENIZED) --overwrite
 
+$(TOKENIZER)/tokenizer.json: | $(STAMP) $(if $(filter $(CORPUS),$(DATASET)),$(CORPUS)/train-00000.parquet)
+	$(DELPHI) tokenizer -i $(DATASET) -f $(FEATURE) -s $(SPLIT) -v $(VOCAB) --out-dir $(TOKENIZER) --overwrite
+
+$(TOKENIZED)/delphi_dataset.json: | $(STAMP) $(TOKENIZER)/tokenizer.json
+	$(DELPHI) dataset -i $(DATASET) -f $(FEATURE) -t $(TOKENIZER) -l $(SEQ_LEN) --out-dir $(TOKENIZED) --overwrite
+
 # `--set` overrides for train targets: make train RECIPE=... SET="training.max_steps=100 seq_len=64"
 SET_ARGS := $(foreach s,$(SET),--set $(s))
+# The variables you give (command line or environment) reach the recipe: TOKENIZER -> tokenizer,
+# TOKENIZED -> data.path, RUN_DIR -> out_dir, and OUT -> all three (their defaults hang off it).
+# Variables left at their defaults leave the recipe as written.
+given = $(filter command environment,$(firstword $(origin $(1))))
+TRAIN_SET := $(if $(or $(call given,TOKENIZER),$(call given,OUT)),--set tokenizer=$(TOKENIZER)) \
+             $(if $(or $(call given,TOKENIZED),$(call given,OUT)),--set data.path=$(TOKENIZED)) \
+             $(if $(or $(call given,RUN_DIR),$(call given,OUT)),--set out_dir=$(RUN_DIR))
 
 train: $(STAMP)
-	$(DELPHI) train $(RECIPE) $(SET_ARGS)
+	$(DELPHI) train $(RECIPE) $(TRAIN_SET) $(SET_ARGS)
 
 # N real CPU processes (gloo DDP); see accelerate_configs/multi-cpu.yaml for why not `--cpu`.
 train-multi-cpu: $(STAMP)
 	$(BIN)/accelerate launch --config_file accelerate_configs/multi-cpu.yaml --num_processes $(NPROC) \
-		-m delphi.train $(RECIPE) $(SET_ARGS)
+		-m delphi.train $(RECIPE) $(TRAIN_SET) $(SET_ARGS)
 
 validate: $(STAMP)
 	$(DELPHI) validate recipes
 
-DEMO_RUN  ?= $(OUT)/$(basename $(notdir $(RECIPE)))
-
+# Run twice, it only redoes what is missing: an existing corpus, tokenizer and dataset are kept, and a
+# finished run is left as it is (`delphi train` says it is complete); the curve is redrawn.
 demo: $(STAMP)
-	@$(MAKE) --no-print-directory corpus
-	@$(MAKE) --no-print-directory tokenizer
-	@$(MAKE) --no-print-directory dataset
-	@$(MAKE) --no-print-directory train
-	@$(DELPHI) curves $(DEMO_RUN) --out $(OUT)/curves.png
+	@$(MAKE) --no-print-directory $(CORPUS)/train-00000.parquet $(TOKENIZER)/tokenizer.json \
+		$(TOKENIZED)/delphi_dataset.json
+	@$(MAKE) --no-print-directory train TOKENIZER=$(TOKENIZER) TOKENIZED=$(TOKENIZED) RUN_DIR=$(RUN_DIR)
+	@$(DELPHI) curves $(RUN_DIR) --out $(OUT)/curves.png
 	@echo
-	@echo "a story from the trained model ($(DEMO_RUN)):"
-	@$(DELPHI) generate $(DEMO_RUN) -n 1 --max-new-tokens 120 --seed 0
+	@echo "a story from the trained model ($(RUN_DIR)):"
+	@$(DELPHI) generate $(RUN_DIR) -n 1 --max-new-tokens 120 --seed 0
 	@echo
 	@echo "demo outputs:"
 	@echo "  corpus      $(CORPUS)"
 	@echo "  tokenizer   $(TOKENIZER)"
 	@echo "  dataset     $(TOKENIZED)"
-	@echo "  checkpoints $(DEMO_RUN)/step*"
+	@echo "  checkpoints $(RUN_DIR)/step*"
 	@echo "  loss curve  $(OUT)/curves.png (numbers in $(OUT)/curves.csv)"
 
 test: $(STAMP)

@@ -12,6 +12,9 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def fsync_file(path: str | os.PathLike) -> None:
@@ -43,25 +46,25 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(temp)` to write a temp file beside `path`, flush it, rename it to `path`; return `path`.
-
-    On any failure (a full disk included) the temp file is removed and `path` is left as it was.
-    """
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], T]) -> T:
+    """Call `write(temp)` to write a temp file beside `path`, flush it, rename it to `path`; return what
+    `write` returned. On any failure (a full disk included) the temp file is removed and `path` is left
+    as it was."""
     path = Path(path)
     temp = temp_path(path)
     try:
-        write(temp)
+        result = write(temp)
         fsync_file(temp)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
     fsync_dir(path.parent)
-    return path
+    return result
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    return write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+    write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+    return Path(path)
 
 
 def write_json(path: str | os.PathLike, data) -> Path:

@@ -52,10 +52,14 @@ def missing_path_error(text: str, *, what: str, files_ok: bool = False) -> Delph
 
 
 def check_local_or_hub(text: str, *, what: str, files_ok: bool = False) -> str:
-    """'local' if `text` exists, 'hub' if it can only be a hub id; else the missing-path DelphiError."""
+    """'local' if `text` exists, 'hub' if it can only be a hub id (and the hub answers); else a DelphiError:
+    the missing path, or the unreachable hub with what to do offline."""
     if os.path.exists(os.path.expanduser(text)):
         return "local"
     if is_hub_id(text):
+        from delphi.hub.client import require_reachable
+
+        require_reachable(f"{what} {text!r}")
         return "hub"
     raise missing_path_error(text, what=what, files_ok=files_ok)
 

@@ -256,7 +256,9 @@ def import_callback(spec: str, search_dirs: list[str] | tuple[str, ...] = ()) ->
         module = _import_from(module_name, search_dirs)
     except ModuleNotFoundError as e:
         where = ", ".join(list(search_dirs) + ["the Python path"])
-        raise DelphiError(f"callback {spec!r} cannot be imported: no module named {e.name!r} (looked in {where})") from e
+        raise DelphiError(
+            f"callback {spec!r} cannot be imported: no module named {e.name!r} (looked in {where})"
+        ) from e
     except ImportError as e:
         raise DelphiError(f"callback {spec!r} cannot be imported: {e}") from e
     try:

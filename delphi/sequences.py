@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from delphi import atomic
 from delphi.errors import DelphiError
 from delphi.hub.client import link_or_copy
 
@@ -380,7 +381,9 @@ def _install(work: Path, out_path: Path, stale: list[Path]) -> None:
     """Move the finished files into `out_path`, then remove old dataset files the new ones did not replace."""
     new = [p for p in work.iterdir() if p.is_file()]
     for path in new:
+        atomic.fsync_file(path)
         os.replace(path, out_path / path.name)
+    atomic.fsync_dir(out_path)
     fresh = {p.name for p in new}
     for path in stale:
         if path.name not in fresh:

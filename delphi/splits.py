@@ -8,10 +8,10 @@ Everything downstream (tokenizer training, tokenization, training data) goes thr
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from delphi.errors import DelphiError
+from delphi.inputs import check_local_or_hub
 
 # datasets' packaged builders, by file suffix
 _BUILDER_BY_SUFFIX = {
@@ -22,17 +22,11 @@ _BUILDER_BY_SUFFIX = {
     ".csv": "csv",
     ".txt": "text",
 }
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def split_name(split: str) -> str:
     """`train[:10%]` -> `train`: the split's name without datasets' slicing syntax."""
     return split.split("[", 1)[0].strip()
-
-
-def is_hub_id(source: str) -> bool:
-    """True for `org/name` strings that do not exist as a local path."""
-    return not os.path.exists(source) and bool(_HUB_ID.match(source))
 
 
 def load_split(source: str | os.PathLike, split: str = "train", *, revision: str | None = None):
@@ -64,11 +58,9 @@ def load_split(source: str | os.PathLike, split: str = "train", *, revision: str
                 builder, files = found
                 return datasets.load_dataset(builder, data_files={split_name(split): files}, split=split)
             return datasets.load_dataset(str(path), split=split)
-        if path.exists() or not is_hub_id(source):
-            raise DelphiError(
-                f"input {source!r} is not a readable file or directory, nor a hub dataset id "
-                "of the form 'org/name'"
-            )
+        if path.exists():
+            raise DelphiError(f"input {source!r} is neither a regular file nor a directory")
+        check_local_or_hub(source, what="dataset", files_ok=True)
         return datasets.load_dataset(source, split=split, revision=revision)
     except DelphiError:
         raise

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from delphi import __version__
+from delphi import __version__, atomic
 from delphi.errors import DelphiError
 
 SPLITS = ("train", "validation")
@@ -1050,23 +1050,15 @@ def _check_count(name: str, value, minimum: int | None) -> None:
         raise DelphiError(f"{name} must be at least {minimum}, got {value}")
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a hidden temp file in the same dir, then rename: no half-written file ever."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_parquet(stories: list[str], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.table({FEATURE: pa.array(stories, type=pa.string())})
     # fixed codec and level, no pandas or time metadata: same stories -> same bytes
-    _write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", compression_level=3))
+    atomic.write_atomically(
+        path, lambda tmp: pq.write_table(table, tmp, compression="zstd", compression_level=3)
+    )
 
 
 def _dataset_card(counts: dict[str, int], seed: int) -> str:
@@ -1131,5 +1123,5 @@ def write_corpus(
     for split in SPLITS:
         _write_parquet(generate_stories(counts[split], seed, split), files[split])
     card = _dataset_card(counts, seed)
-    _write_atomically(out / "README.md", lambda tmp: tmp.write_text(card, encoding="utf-8"))
+    atomic.write_atomically(out / "README.md", lambda tmp: tmp.write_text(card, encoding="utf-8"))
     return {"files": {split: str(path) for split, path in files.items()}, "counts": counts}

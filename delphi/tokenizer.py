@@ -163,11 +163,15 @@ def _check_out_dir(out_path: Path, overwrite: bool) -> None:
 
 def _install(tmp: Path, out_path: Path) -> None:
     """Move a completely written tokenizer into `out_path`, replacing only tokenizer files."""
+    from delphi import atomic
+
     if not out_path.exists():
-        shutil.copytree(tmp, out_path.with_name(out_path.name + ".partial"), dirs_exist_ok=True)
-        out_path.with_name(out_path.name + ".partial").rename(out_path)
+        staged = out_path.with_name(f".{out_path.name}.partial")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(tmp, staged)
+        atomic.replace_dir(staged, out_path)
         return
     for f in _TOKENIZER_FILES:
         (out_path / f).unlink(missing_ok=True)
     for f in tmp.iterdir():
-        shutil.copy2(f, out_path / f.name)
+        atomic.write_atomically(out_path / f.name, lambda temp, f=f: shutil.copy2(f, temp))

@@ -6,7 +6,8 @@ paths-info, repo info and resolve (HEAD metadata headers, GET with Range) the wa
 It checks `Authorization: Bearer <token>` for every write and for reads of private repos.
 
 Fault injection, for tests of retries: `fail(route, times, mode)` makes the next `times` requests of
-a route (optionally only those whose path contains `match`) answer 500 or drop the connection;
+a route (optionally only those whose path contains `match`) answer 500, drop the connection, or
+("lost") do the work and then drop the connection, so the client never hears that it succeeded;
 `tamper(path)` makes the next commit store different bytes for `path` (a silent corruption the
 uploader must detect). `requests` logs every (method, route, path, status).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
 import threading
@@ -75,7 +77,7 @@ class HubError(Exception):
 class _Fault:
     route: str
     remaining: int | None  # None: forever
-    mode: str  # "500" | "drop"
+    mode: str  # "500" | "drop" | "lost"
     match: str
 
 
@@ -96,8 +98,8 @@ class FakeHub:
 
     def fail(self, route: str, times: int | None = 1, mode: str = "500", match: str = "") -> None:
         """Make the next `times` requests of `route` (whose path contains `match`) fail; None = forever."""
-        if mode not in ("500", "drop"):
-            raise ValueError(f"mode must be '500' or 'drop', got {mode!r}")
+        if mode not in ("500", "drop", "lost"):
+            raise ValueError(f"mode must be '500', 'drop' or 'lost', got {mode!r}")
         with self.lock:
             self.faults.append(_Fault(route, times, mode, match))
 
@@ -294,6 +296,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._status = -1
             elif fault == "500":
                 self._json(500, {"error": "injected failure"})
+            elif fault == "lost" and handler is not None:
+                answer, self.wfile = self.wfile, io.BytesIO()  # the work is done, the answer goes nowhere
+                try:
+                    handler(method, body, parse_qs(url.query), *params)
+                finally:
+                    self.wfile = answer
+                self.close_connection = True
+                self.connection.shutdown(2)
+                self._status = -2
             elif handler is None:
                 raise HubError(404, f"no route for {method} {url.path}")
             else:

@@ -138,6 +138,20 @@ def test_faults_never_stop_training_and_the_summary_names_what_failed(hub_server
     assert set(again["unchanged"]) == {"step1", "step3", "step4", "step6", "main"}
 
 
+def test_a_commit_whose_answer_was_lost_counts_as_published(hub_server, data_root, tmp_path):
+    """The final retry's commit lands but the connection drops before the answer: the branch is verified
+    on the hub and reported as published, as `delphi push` would find it."""
+    hub_server.fail("commit", times=2, match="/commit/step2")  # two attempts fail outright
+    hub_server.fail("commit", times=1, mode="lost", match="/commit/step2")  # the last one lands unheard
+    out = tmp_path / "run"
+    summary = train(load_recipe([recipe_file(tmp_path / "r.yaml", data_root, out, hub={"retries": 2})]))
+    hub = summary["hub"]
+    assert hub["failed"] == {} and "step2" in hub["published"]
+    assert [r["attempts"] for r in hub["results"] if r["branch"] == "step2"] == [3]
+    assert hub_server.hub.count("commit") >= 3 and "step2" in hub_server.branches("org/tiny")
+    assert push_run(out, "org/tiny", retry_wait=0.05)["uploaded"] == []
+
+
 def test_unreachable_hub_stops_before_training_unless_offline_ok(data_root, tmp_path, monkeypatch):
     import importlib
 

@@ -105,7 +105,11 @@ def test_vocab_too_small(text_dir, tmp_path):
 
 
 def test_unreadable_input(tmp_path):
-    _fails(tmp_path, "not a readable file or directory", source=str(tmp_path / "missing" / "dir"))
+    _fails(
+        tmp_path,
+        "no such file or directory: .*missing/dir.*missing. does not exist either",
+        source=str(tmp_path / "missing" / "dir"),
+    )
 
 
 def test_unknown_split_names_available(text_dir, tmp_path):

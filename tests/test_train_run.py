@@ -81,7 +81,7 @@ def test_bad_inputs_fail_before_training(stories_data, tmp_path):
         assert not list_checkpoints(out), "nothing may be trained"
         assert time.perf_counter() - start < 30
 
-    fails(r"not a readable file or directory", **{"data.path": str(tmp_path / "missing")})
+    fails(r"no such file or directory: .*missing. \(dataset\)", **{"data.path": str(tmp_path / "missing")})
     fails(r"'ids' not found.*tokens", **{"data.feature": "ids"})
     fails(
         r"384 tokens but the model's vocab_size is 383; set model.vocab_size to at least 384",
@@ -114,7 +114,7 @@ def test_out_dir_of_a_different_run_is_refused(stories_data, tmp_path):
     with pytest.raises(DelphiError, match="resume is 'never'"):
         train(never)
     broken = load_recipe([other], ["training.max_steps=2", f"data.path={tmp_path / 'missing'}"])
-    with pytest.raises(DelphiError, match="not a readable file or directory"):
+    with pytest.raises(DelphiError, match="no such file or directory"):
         train(broken, overwrite=True)  # --overwrite with a bad input must not have deleted anything
     assert (out / "step2" / "model.safetensors").read_bytes() == before
     summary = train(load_recipe([other], ["training.max_steps=2"]), overwrite=True)

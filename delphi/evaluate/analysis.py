@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from delphi import atomic
 from delphi.errors import DelphiError
 
 STATS = ("count", "mean", "median", "q1", "q3", "min", "max")
@@ -217,7 +218,5 @@ def html_view(
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.tmp")
-        temp.write_text(page, encoding="utf-8")
-        os.replace(temp, path)
+        atomic.write_text(path, page)
     return page

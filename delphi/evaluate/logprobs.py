@@ -12,6 +12,7 @@ in place), so an interrupted run redoes only the unfinished checkpoint.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from delphi import atomic
 from delphi.errors import DelphiError
 from delphi.evaluate.sources import ALL, is_local, load_location, run_and_branches, select_branches
 from delphi.hub.client import hub_error, link_or_copy
@@ -132,11 +134,6 @@ def _write_split(lm, column, batch_size: int, device: str, path: Path, desc: str
     return {"sequences": len(column), "predicted_tokens": count, "mean_logprob": total / count}
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def _read_marker(folder: Path) -> dict:
     path = folder / MARKER
     if not path.is_file():
@@ -148,10 +145,7 @@ def _read_marker(folder: Path) -> dict:
 
 
 def _write_marker(folder: Path, marker: dict) -> None:
-    temp = folder / f".{MARKER}.tmp"
-    temp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-    _fsync(temp)
-    os.replace(temp, folder / MARKER)
+    atomic.write_json(folder / MARKER, marker)
 
 
 def _conflict(done: dict, wanted: dict) -> list[str]:
@@ -297,15 +291,13 @@ def logprobs_for_checkpoints(
                     )
                 folder = Path(work) if out_path is None else out_path / branch
                 folder.mkdir(parents=True, exist_ok=True)
-                temp = folder / f".{name}-00000.parquet.tmp"
-                counts = _write_split(
-                    lm, column, batch_size, device, temp, f"{branch} ({i + 1}/{len(selected)})"
+                parquet = folder / f"{name}-00000.parquet"
+                write = functools.partial(
+                    _write_split, lm, column, batch_size, device, desc=f"{branch} ({i + 1}/{len(selected)})"
                 )
+                counts = atomic.write_atomically(parquet, lambda temp, write=write: write(path=temp))
                 del lm
                 info = {**wanted, "branch": branch, "file": f"{name}-00000.parquet", **counts}
-                _fsync(temp)
-                parquet = folder / f"{name}-00000.parquet"
-                os.replace(temp, parquet)
                 if out_path is not None:
                     marker = _read_marker(folder)
                     marker.setdefault("splits", {})[name] = info

@@ -13,6 +13,7 @@ sizes for both), and `publish_folder` treats any difference after an upload as a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -37,7 +38,6 @@ def hub_error(action: str, repo_id: str, err: Exception) -> DelphiError:
         RevisionNotFoundError,
     )
 
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     if isinstance(err, LocalTokenNotFoundError):
         hint = "no hub token found; set HF_TOKEN or run `hf auth login`"
     elif isinstance(err, RepositoryNotFoundError):
@@ -55,8 +55,50 @@ def hub_error(action: str, repo_id: str, err: Exception) -> DelphiError:
         else:
             hint = f"the hub answered HTTP {status}"
     else:
-        hint = f"the hub at {endpoint} could not be reached ({type(err).__name__}); check your network"
+        hint = f"the hub at {endpoint()} could not be reached ({type(err).__name__}); check your network"
     return DelphiError(f"could not {action} hub repo {repo_id!r}: {hint}")
+
+
+REACH_TIMEOUT = 5.0  # seconds to wait for the hub to answer at all, before any real request
+
+
+def endpoint() -> str:
+    import huggingface_hub.constants
+
+    return os.environ.get("HF_ENDPOINT") or huggingface_hub.constants.ENDPOINT
+
+
+def require_reachable(needed_for: str) -> None:
+    """Fail fast, with what to do offline, when the hub cannot be reached at all.
+
+    One short request through huggingface_hub's own HTTP session (so proxies and certificates are
+    honoured) before the first real one: without it, an offline machine spends about a minute in
+    huggingface_hub's retries, printing each one twice, before the real error. Any HTTP answer counts
+    as reachable; with HF_HUB_OFFLINE set nothing is sent (files come from the local cache).
+    """
+    import huggingface_hub.constants
+
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return
+    problem = _unreachable(endpoint())
+    if problem:
+        raise DelphiError(
+            f"the hub at {endpoint()} could not be reached ({problem}), needed for {needed_for}. To work offline: set "
+            "HF_HUB_OFFLINE=1 to use files already in the local cache, point `tokenizer:` / `data.path:` (or "
+            "the command's input) at a local copy, or set `hub.offline_ok: true` to train without publishing"
+        )
+
+
+@functools.cache
+def _unreachable(url: str) -> str | None:
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(url, timeout=REACH_TIMEOUT)
+    except Exception as e:  # transport errors of httpx / requests / OSError, depending on versions
+        text = " ".join(str(e).split()) or type(e).__name__
+        return text[:200]
+    return None
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -73,6 +115,7 @@ def ensure_repo(repo_id: str, *, repo_type: str = "model", private: bool = False
     """Create `repo_id` if needed and return its URL; fails fast when the hub is unreachable."""
     from huggingface_hub import HfApi
 
+    require_reachable(f"{repo_type} repo {repo_id!r}")
     try:
         return str(HfApi().create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True))
     except Exception as e:  # network errors come in many types (requests/httpx/OSError)

@@ -98,12 +98,29 @@ def publish_checkpoint_to_hub(
                     wait = min(retry_wait * 2**attempt, MAX_RETRY_WAIT)
                     log.warning("hub %s@%s: %s; retrying in %.1fs", repo_id, branch, error, wait)
                     sleep(wait)
+                elif _branch_holds(staged, repo_id, branch):  # the commit landed, only its answer was lost
+                    log.info("hub %s@%s: uploaded (verified after: %s)", repo_id, branch, error)
+                    results.append(
+                        BranchResult(branch, "uploaded", attempt + 1, time.perf_counter() - started)
+                    )
                 else:
                     log.error("hub %s@%s: failed after %d attempts: %s", repo_id, branch, attempt + 1, error)
                     results.append(
                         BranchResult(branch, "failed", attempt + 1, time.perf_counter() - started, error)
                     )
     return results
+
+
+def _branch_holds(staged: Path, repo_id: str, branch: str) -> bool:
+    """True if `branch` already holds exactly the staged files (checked file by file); False if it does not
+    or the hub cannot say."""
+    from delphi.hub.client import compare_with_remote, local_files, remote_files
+
+    try:
+        remote = remote_files(repo_id, branch)
+    except Exception:  # the hub is still failing: the branch stays "failed"
+        return False
+    return not compare_with_remote(local_files(staged), remote, tolerated_extra=is_resume_state)
 
 
 def summarize(repo_id: str, results: list[BranchResult], *, offline: bool = False) -> dict:

@@ -74,15 +74,31 @@ def remove_unfinished_saves(out_dir: str | os.PathLike) -> list[Path]:
     return stale
 
 
-def is_disk_full(error: BaseException) -> bool:
-    """True for a failed write because the file system is full (or over quota), however it was wrapped."""
+_WRITE_FAILURES = ("No space left on device", "file write failed", "unexpected pos", "iostream error")
+
+
+def is_disk_full(error: BaseException, out_dir: str | os.PathLike) -> bool:
+    """True when `error` is a write that failed because the disk of `out_dir` is full (or over quota).
+
+    Some writers say so (ENOSPC); torch.save only says that a write failed, so a write failure counts
+    when the disk has less room left than one more checkpoint needs.
+    """
+    messages = []
     while error is not None:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if "No space left on device" in str(error) or "file write failed" in str(error):
-            return True
+        messages.append(str(error))
         error = error.__cause__ or error.__context__
-    return False
+    if not any(pattern in text for text in messages for pattern in _WRITE_FAILURES):
+        return False
+    if any("No space left on device" in text for text in messages):
+        return True
+    saved = list_checkpoints(out_dir)
+    needed = sum(f.stat().st_size for f in saved[-1][1].rglob("*") if f.is_file()) if saved else 1 << 20
+    try:
+        return shutil.disk_usage(out_dir).free < needed
+    except OSError:
+        return False
 
 
 def disk_full_error(out_dir: str | os.PathLike, step: int | None) -> DelphiError:

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def _parent_argv(pid: int | None = None) -> list[str]:
+    """The command line of the launcher (this process's parent), from /proc; [] where there is none."""
     pid = os.getppid() if pid is None else pid
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -29,58 +30,97 @@ def _parent_argv(pid: int | None = None) -> list[str]:
     return [a for a in raw.decode(errors="replace").split("\0") if a]
 
 
-def requested_world_size(launcher_argv: list[str] | None = None) -> int | None:
-    """The process count an `accelerate launch` or `torchrun` command line asked for, if any.
+def _flag(argv: list[str], *names: str) -> str | None:
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+    return None
 
-    Reads `--num_processes`/`--num-processes` (accelerate), `--nproc_per_node`/`--nproc-per-node`
-    and `--nnodes` (torchrun), and `num_processes` from an accelerate `--config_file`.
+
+def _accelerate_config(argv: list[str]) -> dict:
+    config = _flag(argv, "--config_file", "--config-file")
+    if not config:
+        return {}
+    try:
+        import yaml
+
+        return yaml.safe_load(Path(config).read_text()) or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def requested_world_sizes(launcher_argv: list[str] | None = None) -> range | None:
+    """The world sizes an `accelerate launch` or `torchrun` command line asked for, if it says.
+
+    accelerate: `--num_processes` (or the config file's `num_processes`) is the TOTAL over all machines.
+    torchrun: `--nproc_per_node` times `--nnodes`, where `--nnodes MIN:MAX` (elastic) allows a range.
     """
     argv = _parent_argv() if launcher_argv is None else launcher_argv
     text = " ".join(shlex.quote(a) for a in argv)
     is_accelerate = ("accelerate" in text and "launch" in argv) or "accelerate.commands.launch" in argv
     is_torchrun = "torchrun" in text or "torch.distributed.run" in text
-    if not (is_accelerate or is_torchrun):
-        return None
-
-    def flag(*names: str) -> str | None:
-        for i, arg in enumerate(argv):
-            for name in names:
-                if arg == name and i + 1 < len(argv):
-                    return argv[i + 1]
-                if arg.startswith(name + "="):
-                    return arg.split("=", 1)[1]
-        return None
-
     if is_accelerate:
-        value = flag("--num_processes", "--num-processes")
-        if value is None and (config := flag("--config_file", "--config-file")):
-            try:
-                import yaml
-
-                value = (yaml.safe_load(Path(config).read_text()) or {}).get("num_processes")
-            except (OSError, ValueError):
-                value = None
-        return int(value) if value is not None and str(value).isdigit() else None
-    per_node = flag("--nproc_per_node", "--nproc-per-node")
-    nodes = flag("--nnodes")
+        value = _flag(argv, "--num_processes", "--num-processes")
+        if value is None:
+            value = _accelerate_config(argv).get("num_processes")
+        return range(int(value), int(value) + 1) if value is not None and str(value).isdigit() else None
+    if not is_torchrun:
+        return None
+    per_node = _flag(argv, "--nproc_per_node", "--nproc-per-node")
     if per_node is None or not per_node.isdigit():
         return None
-    return int(per_node) * (int(nodes) if nodes and nodes.isdigit() else 1)
+    nodes = (_flag(argv, "--nnodes") or "1").split(":")
+    if not all(n.isdigit() for n in nodes):
+        return None
+    low, high = int(nodes[0]), int(nodes[-1])
+    return range(int(per_node) * low, int(per_node) * high + 1, int(per_node))
 
 
-def warn_if_world_size_differs(actual: int, launcher_argv: list[str] | None = None) -> str | None:
-    """Log a loud warning (and return it) when the launcher asked for another process count."""
-    asked = requested_world_size(launcher_argv)
-    if asked is None or asked == actual:
+def requested_world_size(launcher_argv: list[str] | None = None) -> int | None:
+    """The one process count the launcher asked for, or None (none given, or an elastic range)."""
+    sizes = requested_world_sizes(launcher_argv)
+    return sizes[0] if sizes is not None and len(sizes) == 1 else None
+
+
+def warn_if_world_size_differs(
+    actual: int, launcher_argv: list[str] | None = None, environ: dict | None = None
+) -> str | None:
+    """Log a loud warning (and return it) when the processes that started are not what was meant."""
+    environ = os.environ if environ is None else environ
+    asked = requested_world_sizes(launcher_argv)
+    tasks = environ.get("SLURM_NTASKS", "")
+    if asked is None and tasks.isdigit() and int(tasks) > 1 and actual == 1 and "SLURM_STEP_ID" in environ:
+        message = (
+            f"srun started {tasks} tasks but each trains alone (world size 1): under SLURM, start one "
+            "`torchrun` or `accelerate launch` per machine (see the README's multi-node section)"
+        )
+    elif asked is None or actual in asked:
+        return None
+    else:
+        wanted = str(asked[0]) if len(asked) == 1 else f"{asked[0]} to {asked[-1]}"
+        message = (
+            f"the launcher was asked for {wanted} processes but this run has world size {actual}.\n"
+            "!! `accelerate launch --cpu --num_processes N` starts ONE process without MPI.\n"
+            "!! For N CPU processes use: accelerate launch --config_file accelerate_configs/multi-cpu.yaml "
+            "--num_processes N -m delphi.train ...\n"
+            "!! (or torchrun --nproc_per_node N -m delphi.train ...). The global batch is unchanged either way."
+        )
+    message = f"\n{'!' * 78}\n!! {message}\n{'!' * 78}"
+    log.warning(message)
+    return message
+
+
+def warn_if_devices_idle(local_world: int, device_count: int) -> str | None:
+    """Warn when one machine runs another number of processes than it has GPUs (e.g. accelerate's
+    `--num_processes` given per machine instead of in total)."""
+    if device_count < 1 or local_world == device_count:
         return None
     message = (
-        f"\n{'!' * 78}\n"
-        f"!! the launcher was asked for {asked} processes but this run has world size {actual}.\n"
-        "!! `accelerate launch --cpu --num_processes N` starts ONE process without MPI.\n"
-        "!! For N CPU processes use: accelerate launch --config_file accelerate_configs/multi-cpu.yaml "
-        "--num_processes N -m delphi.train ...\n"
-        "!! (or torchrun --nproc_per_node N -m delphi.train ...). The global batch is unchanged either way.\n"
-        f"{'!' * 78}"
+        f"this machine runs {local_world} process(es) but has {device_count} visible GPU(s); with "
+        "`accelerate launch`, --num_processes is the total over all machines (GPUs per machine x machines)"
     )
     log.warning(message)
     return message
@@ -146,3 +186,83 @@ def end_processes() -> None:
             dist.destroy_process_group()
         except Exception as e:  # a peer may already be gone; the run itself is finished
             log.debug("destroy_process_group: %s", e)
+
+
+def check_shared_out_dir(out_dir: str | os.PathLike) -> None:
+    """Stop every process unless all of them see the out_dir that process 0 writes to.
+
+    Only process 0 writes checkpoints; the others read them back when the run resumes. On machines
+    with separate disks that silently breaks (they resume from nothing and the collectives mismatch),
+    so process 0 writes a token file, every process looks for it, and all agree on the answer.
+    """
+    from delphi.errors import DelphiError
+
+    if not _group_ready():
+        return
+    import secrets
+
+    import torch.distributed as dist
+
+    out_dir = Path(out_dir)
+    token = agree(lambda: secrets.token_hex(8))
+    marker = out_dir / f".delphi-shared-{token}"
+    main = dist.get_rank() == 0
+    created = False
+    if main:
+        created = not out_dir.exists()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text("written by process 0 to check that every process sees this out_dir\n")
+    dist.barrier()
+    seen: list = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, marker.exists())
+    dist.barrier()
+    if main:
+        marker.unlink(missing_ok=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+    blind = [rank for rank, ok in enumerate(seen) if not ok]
+    if blind:
+        raise DelphiError(
+            f"out_dir {str(out_dir)!r} is not shared: process(es) {blind} do not see what process 0 writes "
+            "there (separate disks?). Every machine of a run must see the same out_dir: put it on a "
+            "filesystem all machines share (NFS, Lustre, a cluster's shared home or scratch)"
+        )
+
+
+def check_parallelism(args, trainer) -> None:
+    """Stop before training when FSDP or DeepSpeed was asked for but is not what would run.
+
+    accelerate turns FSDP on only from its GPU modes, so on a CPU an FSDP config silently trains as
+    plain data parallelism; a run that believes it shards but does not is worse than one that stops.
+    """
+    from delphi.errors import DelphiError
+
+    truthy = ("1", "true", "yes")
+    asked = []
+    if args.fsdp:
+        asked.append(("FSDP", "training.fsdp", trainer.is_fsdp_enabled))
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in truthy:
+        asked.append(("FSDP", "the accelerate config (distributed_type: FSDP)", trainer.is_fsdp_enabled))
+    if args.deepspeed:
+        asked.append(("DeepSpeed", "training.deepspeed", trainer.is_deepspeed_enabled))
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in truthy:
+        asked.append(("DeepSpeed", "the accelerate config", trainer.is_deepspeed_enabled))
+    for kind, source, running in asked:
+        if running:
+            continue
+        import torch
+
+        layout = (
+            f"plain data parallelism (DDP) over {world_size()} processes"
+            if world_size() > 1
+            else "one process"
+        )
+        why = (
+            f"accelerate enables {kind} only on GPUs and this machine has none"
+            if not torch.cuda.is_available()
+            else f"accelerate did not enable {kind}"
+        )
+        raise DelphiError(
+            f"{kind} was asked for ({source}) but this run would train as {layout} instead: {why}. On a CPU "
+            "use accelerate_configs/multi-cpu.yaml (data parallelism; results equal up to reduction order)"
+        )

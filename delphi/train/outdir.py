@@ -66,6 +66,7 @@ def plan_out_dir(recipe: Recipe, *, overwrite: bool) -> OutDirPlan:
             "wait for it to finish, or choose another out_dir"
         )
     recover_set_aside_run(out_dir)
+    (out_dir / LOCK_FILE).unlink(missing_ok=True)  # left by a killed process (nobody holds it: checked above)
     existing = list_checkpoints(out_dir)
     explicit = explicit_resume(recipe)
     if not existing:

@@ -32,12 +32,14 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     """
     from transformers.utils import logging as hf_logging
 
-    from delphi.train.distributed import warn_if_world_size_differs
+    from delphi.train.distributed import warn_if_devices_idle, warn_if_world_size_differs
 
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
     ws = world_size()
     if is_main_process():
         warn_if_world_size_differs(ws)
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        warn_if_devices_idle(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), _visible_gpus())
     recipe.batch_split(ws)  # fails early when the batch cannot be split over this world size
     _check_wandb(recipe)
     _wandb_env(recipe)
@@ -48,12 +50,20 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
         end_processes()
 
 
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def _train(recipe: Recipe, args, *, overwrite: bool, callbacks) -> dict:
+    from delphi.train.distributed import check_shared_out_dir
     from delphi.train.outdir import plan_out_dir
 
     out_dir = Path(recipe.out_dir)
     main = is_main_process()
     existed = out_dir.exists()
+    check_shared_out_dir(out_dir)  # before any process reads the out_dir for a decision
     plan = agree(lambda: plan_out_dir(recipe, overwrite=overwrite))
     if plan.action == "complete":
         return _complete_run(recipe, plan.final_checkpoint)
@@ -79,6 +89,7 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     from delphi.models import build_config, build_model, check_vocab, count_parameters
     from delphi.tokenizer import load_tokenizer
     from delphi.train.callbacks import RecipeToWandb
+    from delphi.train.distributed import check_parallelism
     from delphi.train.schedule import checkpoint_steps, training_steps
 
     config = build_config(recipe.model)
@@ -107,6 +118,7 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     model = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)
     parameters = count_parameters(model)
     trainer = _make_trainer(recipe, args, model, tokenizer, (train_ds, eval_ds), steps, callbacks, parameters)
+    check_parallelism(args, trainer)
     _check_optimizer_and_schedule(trainer, total)
     online = agree(lambda: check_hub(recipe))  # last: the slowest check, and it may need the network
     return _PreparedRun(
@@ -166,6 +178,9 @@ def _check_optimizer_and_schedule(trainer, total: int) -> None:
     beta, epsilon, weight decay or optimizer name fails now, not in the first step."""
     try:
         optimizer = trainer.create_optimizer()
+        for group in optimizer.param_groups:  # torch checks only the default, not the Trainer's groups
+            if group.get("weight_decay", 0.0) < 0:
+                raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
         trainer.create_scheduler(num_training_steps=total, optimizer=optimizer)
     except (ValueError, TypeError, ImportError, RuntimeError, KeyError) as e:
         name = trainer.args.optim
@@ -234,7 +249,7 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
                 remove_failed_start(out_dir)
                 if set_aside:
                     restore_set_aside_run(out_dir)
-        if is_disk_full(error):
+        if is_disk_full(error, out_dir):
             if main:
                 remove_partial_checkpoint(out_dir, trainer.state.global_step)
             raise disk_full_error(out_dir, trainer.state.global_step) from error
