@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import enum
 import importlib
+import logging
 import os
 import re
 import types
@@ -37,6 +38,8 @@ class DataSection:
     train_split: str = "train"
     validation_split: str = "validation"
     validation_size: int | None = None  # None = whole split; N = its first N sequences, the same every time
+    # the data order (delphi.train.sampler.DATA_ORDERS): delphi's own, or the released delphi suite's
+    order: Literal["hash", "delphi-v0.2"] = "hash"
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,9 @@ class Recipe:
     hub: HubSection = field(default_factory=HubSection)
     wandb: str | None = None  # "entity/project" or "project"; None = no W&B
     callbacks: list[str] = field(default_factory=list)  # "pkg.mod:Class" TrainerCallback subclasses
+    # which parameters get training.weight_decay: transformers' groups (no norm weights, no biases), or
+    # every parameter, as the original delphi suite did (it handed model.parameters() to AdamW)
+    weight_decay_params: Literal["transformers", "all"] = "transformers"
     training: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments as is
     sources: tuple[str, ...] = field(default=(), compare=False)  # the files it came from, in merge order
 
@@ -139,10 +145,34 @@ class Recipe:
             report_to=report_to,
         )
         kwargs.update(extra)
+        _drop_tf32_without_cuda(kwargs, self.name)
         try:
             return TrainingArguments(**kwargs)
         except (ValueError, TypeError) as e:
             raise DelphiError(f"recipe {self.name}: transformers.TrainingArguments rejected it: {e}") from e
+
+
+def _drop_tf32_without_cuda(kwargs: dict[str, Any], name: str) -> None:
+    """`tf32: true` where TF32 does not exist (a CPU, a pre-Ampere GPU) is dropped, not an error.
+
+    TF32 is a CUDA matmul mode; the original delphi suite turned it on unconditionally, a no-op off Ampere,
+    so a recipe that asks for it (e.g. recipes/stories/base-delphi-v0.2.yaml) trains the same everywhere
+    else. TrainingArguments would raise instead.
+    """
+    import torch
+
+    if kwargs.get("tf32") and not (
+        torch.cuda.is_available()
+        and torch.version.cuda is not None
+        and not kwargs.get("use_cpu")
+        and torch.cuda.get_device_capability()[0] >= 8
+    ):
+        logging.getLogger("delphi.recipe").info(
+            "recipe %s: training.tf32 ignored: TF32 matmuls exist only on CUDA GPUs of compute capability 8+ "
+            "(Ampere and newer), and this run has none",
+            name,
+        )
+        del kwargs["tf32"]
 
 
 def split_batch(batch_size: int, micro_batch_size: int | None, world_size: int) -> tuple[int, int]:

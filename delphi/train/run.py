@@ -282,6 +282,8 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
         seq_len=recipe.seq_len,
         run_files=run_files,
         keep_optimizer=schedule.keep_optimizer,
+        data_order=recipe.data.order,
+        weight_decay_params=recipe.weight_decay_params,
     )
     if recipe.wandb:
         trainer.add_callback(RecipeToWandb(recipe))

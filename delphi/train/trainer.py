@@ -2,8 +2,10 @@
 
 What it changes, and why:
 
-- data order: `DeterministicEpochSampler` (seed = `args.data_seed`, else `args.seed`), so the sequences
-  of every optimizer step depend on the seed and the step alone, not on the hardware;
+- data order: `DeterministicEpochSampler` (seed = `args.data_seed`, else `args.seed`; `data_order`), so the
+  sequences of every optimizer step depend on the seed and the step alone, not on the hardware;
+- weight decay: `weight_decay_params="all"` decays every parameter, as the original delphi suite did;
+  the default "transformers" keeps Trainer's groups (no decay on norm weights and biases);
 - checkpoints: at exactly `checkpoint_steps` (and the final step), each evaluated first, written in
   delphi's atomic `step{N}` layout (`delphi.train.checkpoints`), with resume state kept per `keep_optimizer`;
 - evaluation: the exact mean loss over every eval sequence (transformers weights the last, shorter
@@ -48,11 +50,12 @@ from delphi.train.checkpoints import (
     write_text,
 )
 from delphi.train.data import as_model_inputs, collate_sequences
-from delphi.train.sampler import DeterministicEpochSampler
+from delphi.train.sampler import DATA_ORDERS, DeterministicEpochSampler
 
 logger = logging.getLogger(__name__)
 
 KEEP_OPTIMIZER = ("latest", "all", "none")
+WEIGHT_DECAY_PARAMS = ("transformers", "all")
 _RESERVED_FILES = {META_NAME, TRAINER_STATE_NAME, "config.json", "model.safetensors", "training_args.bin"}
 
 
@@ -138,7 +141,8 @@ class DelphiTrainer(Trainer):
     Extra keyword arguments: `checkpoint_steps` (optimizer steps to checkpoint at; the final step is
     always one), `seq_len`, `run_files` ({file name: text} written into every checkpoint, e.g. the
     recipe and run context), `keep_optimizer` ("latest": resume state only in the newest checkpoint;
-    "all"; "none": checkpoints cannot be resumed from).
+    "all"; "none": checkpoints cannot be resumed from), `data_order` (one of `DATA_ORDERS`: "hash",
+    delphi's own, or "delphi-v0.2", the released suite's) and `weight_decay_params` ("transformers" or "all").
     """
 
     def __init__(
@@ -150,6 +154,8 @@ class DelphiTrainer(Trainer):
         seq_len: int,
         run_files: dict[str, str] | None = None,
         keep_optimizer: str = "latest",
+        data_order: str = "hash",
+        weight_decay_params: str = "transformers",
         train_dataset=None,
         eval_dataset=None,
         data_collator=None,
@@ -169,6 +175,14 @@ class DelphiTrainer(Trainer):
         self.run_files = run_files
         self.keep_optimizer = keep_optimizer
         self.data_seed = args.data_seed if args.data_seed is not None else args.seed
+        if data_order not in DATA_ORDERS:
+            raise DelphiError(f"data_order must be one of {DATA_ORDERS}, got {data_order!r}")
+        if weight_decay_params not in WEIGHT_DECAY_PARAMS:
+            raise DelphiError(
+                f"weight_decay_params must be one of {WEIGHT_DECAY_PARAMS}, got {weight_decay_params!r}"
+            )
+        self.data_order = data_order
+        self.weight_decay_params = weight_decay_params
         _check_train_dataset(train_dataset, seq_len)
         super().__init__(
             model=model,
@@ -210,9 +224,17 @@ class DelphiTrainer(Trainer):
                 "DelphiTrainer needs a train dataset with a length (a map-style dataset)"
             ) from e
         self._train_sampler = DeterministicEpochSampler(
-            size, self.data_seed, global_batch_size=self.global_batch_size
+            size, self.data_seed, global_batch_size=self.global_batch_size, order=self.data_order
         )
         return self._train_sampler
+
+    # ---- optimizer ----
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """Trainer's decay groups, or every parameter with `weight_decay_params="all"` (the original delphi's)."""
+        if self.weight_decay_params == "all":
+            return [name for name, _ in model.named_parameters()]
+        return super().get_decay_parameter_names(model)
 
     # ---- training, resume ----
 
@@ -253,7 +275,12 @@ class DelphiTrainer(Trainer):
                 "keeps it with keep_optimizer='latest')"
             )
         meta = read_checkpoint_meta(folder)
-        for key, now in (("global_batch_size", self.global_batch_size), ("data_seed", self.data_seed)):
+        meta.setdefault("data_order", "hash")  # checkpoints from before the key existed
+        for key, now in (
+            ("global_batch_size", self.global_batch_size),
+            ("data_seed", self.data_seed),
+            ("data_order", self.data_order),
+        ):
             if key in meta and meta[key] != now:
                 raise DelphiError(
                     f"cannot resume from {str(folder)!r}: it was trained with {key}={meta[key]}, this run has "
@@ -382,6 +409,7 @@ class DelphiTrainer(Trainer):
             "sequences_seen": step * self.global_batch_size,
             "tokens_seen": step * self.tokens_per_step,
             "data_seed": self.data_seed,
+            "data_order": self.data_order,
             "train_loss": train.get("loss"),
             "learning_rate": train.get("learning_rate"),
             "grad_norm": train.get("grad_norm"),
