@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import enum
 import importlib
+import logging
 import os
 import re
 import types
@@ -29,6 +30,7 @@ from delphi.mamba.choices import SCAN_PATHS
 from delphi.models import config_problems, did_you_mean
 from delphi.sequences import MIN_SEQ_LEN
 from delphi.train.checkpoints import KEEP_OPTIMIZER
+from delphi.train.decay import WEIGHT_DECAY_PARAMS
 from delphi.train.sampler import DATA_ORDERS
 from delphi.train.schedule import check_steps
 
@@ -118,6 +120,9 @@ class Recipe:
     hub: HubSection = field(default_factory=HubSection)
     wandb: str | None = None  # "entity/project" or "project"; None = no W&B
     callbacks: list[str] = field(default_factory=list)  # "pkg.mod:Class" TrainerCallback subclasses
+    # which parameters get training.weight_decay: transformers' groups (no norm weights, no biases), or
+    # every parameter, as the original delphi suite did (it handed model.parameters() to AdamW)
+    weight_decay_params: Literal[WEIGHT_DECAY_PARAMS] = "transformers"
     training: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments as is
     sources: tuple[str, ...] = field(default=(), compare=False)  # the files it came from, in merge order
 
@@ -154,14 +159,12 @@ class Recipe:
 
     @staticmethod
     def identity_of(recipe_dict: dict[str, Any]) -> dict[str, Any]:
-        """`identity()` of a saved recipe (a `to_dict()` read back from recipe.yaml)."""
-        ident = {k: v for k, v in recipe_dict.items() if k not in EXECUTION_KEYS}
-        training = recipe_dict.get("training") or {}
+        """`identity()` of a saved recipe (a `to_dict()` read back from recipe.yaml). Keys the recipe was
+        saved without (added to delphi later) take their defaults, which is what that run used."""
+        full = _with_defaults(Recipe, recipe_dict)
+        ident = {k: v for k, v in full.items() if k not in EXECUTION_KEYS}
+        training = full.get("training") or {}
         ident["training"] = {k: v for k, v in training.items() if k not in EXECUTION_TRAINING_KEYS}
-        data = dict(ident.get("data") or {})
-        if data.get("order", "hash") == "hash":
-            data.pop("order", None)  # recipes saved before data.order existed used this order
-        ident["data"] = data
         return ident
 
     def batch_split(self, world_size: int) -> tuple[int, int]:
@@ -194,6 +197,7 @@ class Recipe:
         kwargs.setdefault("ddp_find_unused_parameters", False)
         kwargs.update(self.delphi_settings(world_size), report_to=report_to)
         kwargs.update(extra)
+        _drop_tf32_without_cuda(kwargs, self.name)
         try:
             return TrainingArguments(**kwargs)
         except (ValueError, TypeError) as e:
@@ -219,6 +223,47 @@ class Recipe:
         if not torch.cuda.is_available():
             settings["use_cpu"] = True  # also makes accelerate pick gloo DDP under torchrun
         return settings
+
+
+def _drop_tf32_without_cuda(kwargs: dict[str, Any], name: str) -> None:
+    """`tf32: true` where TF32 does not exist (a CPU, a pre-Ampere GPU) is dropped, not an error.
+
+    TF32 is a CUDA matmul mode; the original delphi suite turned it on unconditionally, a no-op off Ampere,
+    so a recipe that asks for it (e.g. recipes/stories/base-delphi-v0.2.yaml) trains the same everywhere
+    else. TrainingArguments would raise instead.
+    """
+    import torch
+
+    if kwargs.get("tf32") and not (
+        torch.cuda.is_available()
+        and torch.version.cuda is not None
+        and not kwargs.get("use_cpu")
+        and torch.cuda.get_device_capability()[0] >= 8
+    ):
+        logging.getLogger("delphi.recipe").info(
+            "recipe %s: training.tf32 ignored: TF32 matmuls exist only on CUDA GPUs of compute capability 8+ "
+            "(Ampere and newer), and this run has none",
+            name,
+        )
+        del kwargs["tf32"]
+
+
+def _with_defaults(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with every field of dataclass `cls` it lacks set to the field's default (sections too)."""
+    hints = typing.get_type_hints(cls)
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        if f.name in ("name", "sources"):
+            continue
+        if f.name not in out:
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+                out[f.name] = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
+        elif dataclasses.is_dataclass(hints[f.name]) and isinstance(out[f.name], dict):
+            out[f.name] = _with_defaults(hints[f.name], out[f.name])
+    return out
 
 
 def split_batch(batch_size: int, micro_batch_size: int | None, world_size: int) -> tuple[int, int]:

@@ -157,6 +157,7 @@ def _make_trainer(recipe, args, model, tokenizer, datasets, steps, callbacks, pa
             run_files=run_files,
             keep_optimizer=recipe.checkpoints.keep_optimizer,
             data_order=recipe.data.order,
+            weight_decay_params=recipe.weight_decay_params,
         )
     except RuntimeError as e:  # a `report_to` integration whose package is missing
         raise DelphiError(_integration_error(e)) from e

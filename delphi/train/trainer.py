@@ -4,6 +4,8 @@ What it changes, and why:
 
 - data order: `DeterministicEpochSampler` (seed = `args.data_seed`, else `args.seed`), so the sequences
   of every optimizer step depend on the seed and the step alone, not on the hardware;
+- weight decay: `weight_decay_params="all"` decays every parameter, as the original delphi suite did;
+  the default "transformers" keeps Trainer's groups (no decay on norm weights and biases);
 - checkpoints: at exactly `checkpoint_steps` (and the final step), each evaluated first; Trainer writes
   its own checkpoint and `CheckpointFinalizer` (an `on_save` callback) turns it into delphi's atomic
   `step{N}` folder (`delphi.train.checkpoints`), with resume state kept per `keep_optimizer`;
@@ -47,7 +49,8 @@ from delphi.sequences import MIN_SEQ_LEN
 from delphi.train.callbacks import CheckpointFinalizer, ScheduleCallback
 from delphi.train.checkpoints import KEEP_OPTIMIZER, remove_unfinished_saves
 from delphi.train.data import as_model_inputs, collate_sequences
-from delphi.train.sampler import DeterministicEpochSampler
+from delphi.train.decay import WEIGHT_DECAY_PARAMS
+from delphi.train.sampler import DATA_ORDERS, DeterministicEpochSampler
 from delphi.train.schedule import check_steps
 
 logger = logging.getLogger(__name__)
@@ -113,7 +116,8 @@ class DelphiTrainer(Trainer):
     always one), `seq_len`, `run_files` ({file name: text} written into every checkpoint, e.g. the
     recipe and run context; or a function returning it, called at each checkpoint), `keep_optimizer`
     ("latest": resume state only in the newest checkpoint; "all"; "none": checkpoints cannot be resumed
-    from), `data_order` ("hash", or "delphi-v0.2": the released suite's order; see `delphi.train.sampler`).
+    from), `data_order` ("hash", or "delphi-v0.2": the released suite's order; see `delphi.train.sampler`)
+    and `weight_decay_params` ("transformers" or "all").
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class DelphiTrainer(Trainer):
         run_files: dict[str, str] | Callable[[], dict[str, str]] | None = None,
         keep_optimizer: str = "latest",
         data_order: str = "hash",
+        weight_decay_params: str = "transformers",
         train_dataset=None,
         eval_dataset=None,
         data_collator=None,
@@ -144,8 +149,15 @@ class DelphiTrainer(Trainer):
         )
         self.seq_len = seq_len
         self.keep_optimizer = keep_optimizer
-        self.data_order = data_order
         self.data_seed = args.data_seed if args.data_seed is not None else args.seed
+        if data_order not in DATA_ORDERS:
+            raise DelphiError(f"data_order must be one of {DATA_ORDERS}, got {data_order!r}")
+        if weight_decay_params not in WEIGHT_DECAY_PARAMS:
+            raise DelphiError(
+                f"weight_decay_params must be one of {WEIGHT_DECAY_PARAMS}, got {weight_decay_params!r}"
+            )
+        self.data_order = data_order
+        self.weight_decay_params = weight_decay_params
         _check_train_dataset(train_dataset, seq_len)
         # delphi's own callbacks first, so a user's on_save already sees the finished step{N} folder
         own = [ScheduleCallback(self), CheckpointFinalizer(self)]
@@ -219,6 +231,14 @@ class DelphiTrainer(Trainer):
         )
         return self.accelerator.prepare(loader)
 
+    # ---- optimizer ----
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """Trainer's decay groups, or every parameter with `weight_decay_params="all"` (the original delphi's)."""
+        if self.weight_decay_params == "all":
+            return [name for name, _ in model.named_parameters()]
+        return super().get_decay_parameter_names(model)
+
     # ---- training, resume ----
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
@@ -258,16 +278,17 @@ class DelphiTrainer(Trainer):
                 "keeps it with keep_optimizer='latest')"
             )
         meta = read_checkpoint_meta(folder)
+        meta.setdefault("data_order", "hash")  # checkpoints from before the key existed
         now = {
             "global_batch_size": self.global_batch_size,
             "data_seed": self.data_seed,
             "data_order": self.data_order,
         }
         for key, value in now.items():
-            if meta.get(key, "hash" if key == "data_order" else value) != value:
+            if key in meta and meta[key] != value:
                 raise DelphiError(
-                    f"cannot resume from {str(folder)!r}: it was trained with {key}={meta.get(key, 'hash')}, "
-                    f"this run has {key}={value}; the data order would differ"
+                    f"cannot resume from {str(folder)!r}: it was trained with {key}={meta[key]}, this run has "
+                    f"{key}={value}; the data order would differ"
                 )
         return float(meta.get("wall_seconds") or 0.0)
 
