@@ -224,7 +224,7 @@ def test_tf32_is_dropped_with_a_reason_where_it_does_not_exist(tmp_path, case_da
 
 @pytest.mark.slow
 def test_data_order_is_recorded_and_resume_refuses_another(tmp_path, case_data):
-    from delphi.train.checkpoints import read_checkpoint_meta
+    from delphi.layout import read_checkpoint_meta
     from delphi.train.run import train
 
     first = train(case_recipe(tmp_path, case_data, "training.max_steps=2", "checkpoints.keep_optimizer=all"))
