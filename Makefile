@@ -24,15 +24,15 @@ SET       ?=
 NPROC     ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install demo corpus tokenizer dataset train train-multi-cpu validate test test-fast lint format bench clean
+.PHONY: install demo corpus tokenizer dataset train train-multi-cpu validate test test-fast test-compat lint format bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/install_torch.py
+$(STAMP): pyproject.toml constraints.txt scripts/install_torch.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python scripts/install_torch.py
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 # The embedded synthetic corpus: written once, byte-identical for the same seed and sizes.
@@ -98,6 +98,19 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The other end of the tested range: the newest transformers and accelerate that pyproject.toml allows,
+# in a separate venv, running the fast tests (`make test` runs the oldest, from constraints.txt).
+COMPAT_VENV ?= .venv-compat
+test-compat:
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT_VENV)/bin/python scripts/install_torch.py
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade "transformers<6" "accelerate<2"
+	$(COMPAT_VENV)/bin/python -c "import transformers, accelerate; print('test-compat: transformers', \
+		transformers.__version__, 'accelerate', accelerate.__version__)"
+	$(COMPAT_VENV)/bin/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check delphi tests benchmarks scripts

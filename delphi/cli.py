@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from delphi import __version__
+from delphi import __version__, signals
 from delphi.errors import DelphiError
 
 
@@ -327,17 +328,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command; exit 0 on success, 2 on a DelphiError, 130 on Ctrl-C, 143 on SIGTERM.
+
+    Interruptions are exceptions, so every command cleans up as it does after an error (a training
+    run that has no checkpoint yet puts its out_dir back as it was). With several processes on one
+    machine, only the first of them prints the error: they all reached the same one.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    signals.install()
+    speaks = os.environ.get("LOCAL_RANK", "0") == "0"
     try:
         args.func(args)
     except DelphiError as e:
-        print(f"delphi {args.command}: error: {e}", file=sys.stderr)
+        if speaks:
+            print(f"delphi {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"delphi {args.command}: interrupted", file=sys.stderr)
+        signals.handled()
+        if speaks:
+            print(f"delphi {args.command}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except signals.Stopped as e:
+        signals.handled()
+        if speaks:
+            print(f"delphi {args.command}: stopped by SIGTERM; saved checkpoints are intact", file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

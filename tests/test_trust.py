@@ -197,13 +197,13 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_a_fresh_out_dir(
     assert train(load_recipe([recipe]))["checkpoints"] == [1, 2], "the corrected command is not refused"
 
 
-SLEEP_AT_START = """
+SLOW_STEPS = """
 import time
 from transformers import TrainerCallback
 
-class SleepAtStart(TrainerCallback):
-    def on_train_begin(self, args, state, control, **kwargs):
-        time.sleep(120)
+class Slow(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(1.0)
 """
 
 
@@ -212,18 +212,18 @@ class SleepAtStart(TrainerCallback):
 def test_an_interrupted_overwrite_gives_the_old_run_back(finished_run, tmp_path, how):
     recipe, out = finished_run
     before = tree(out)
-    (tmp_path / "sleepcb.py").write_text(SLEEP_AT_START)
+    (tmp_path / "slowcb.py").write_text(SLOW_STEPS)
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "delphi", "train", str(recipe), "--overwrite", "--set", "seeds.init=8",
-         "--set", "callbacks=['sleepcb:SleepAtStart']"],
+         "--set", "callbacks=['slowcb:Slow']", "--set", "checkpoints={every: 0, steps: []}"],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 120
     while not (out / REPLACED_DIR).exists():
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.05)
-    time.sleep(0.5)  # inside the sleeping callback: set aside, no checkpoint yet
+    time.sleep(0.5)  # training its first steps: set aside, no checkpoint before the last step
     proc.send_signal(getattr(signal, how))
     _, err = proc.communicate(timeout=120)
     if how == "SIGINT":

@@ -17,6 +17,7 @@ import time
 
 from transformers import TrainerCallback
 
+from delphi import signals
 from delphi.layout import checkpoint_dir, is_complete, trainer_checkpoint_dir
 
 logger = logging.getLogger("delphi.train")
@@ -39,6 +40,7 @@ class ScheduleCallback(TrainerCallback):
             sampler.set_epoch(state.global_step // sampler.steps_per_epoch)
 
     def on_step_end(self, args, state, control, **kwargs):
+        signals.check()  # a Ctrl-C whose exception was swallowed somewhere is raised again here
         if state.global_step in self.trainer.checkpoint_steps or state.global_step >= state.max_steps:
             control.should_log = True
             control.should_evaluate = self.trainer.eval_dataset is not None

@@ -254,6 +254,18 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
             if main:
                 remove_partial_checkpoint(out_dir, trainer.state.global_step)
             raise disk_full_error(out_dir, trainer.state.global_step) from error
+        if "find_unused_parameters" in str(error):
+            raise DelphiError(
+                "the model has parameters that its forward pass does not use, so DDP cannot finish the "
+                "gradient reduction; set training.ddp_find_unused_parameters: true (delphi's default is false)"
+            ) from error
+        if world_size() > 1 and _is_collective_failure(error):
+            saved = list_checkpoints(out_dir)
+            raise DelphiError(
+                f"another process of this run stopped while this one was training ({_first_line(error)}); "
+                f"the checkpoints written so far are intact (newest: {saved[-1][1].name if saved else 'none'}): "
+                "see the first error of the other process, then run the same command to resume"
+            ) from error
         raise
     finally:
         if recipe.wandb:
@@ -270,6 +282,22 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
     if main:
         log.info("done: %d checkpoints in %s", len(saved), out_dir)
     return _summary(recipe, saved, parameters=run.parameters[0], hub=hub_summary, complete_before=False)
+
+
+def _is_collective_failure(error: BaseException) -> bool:
+    """A collective (all-reduce, barrier, ...) failed: in practice, a peer process died."""
+    import torch.distributed as dist
+
+    markers = ("Connection closed by peer", "Connection reset by peer", "Gloo", "NCCL", "ProcessGroup")
+    backend_error = getattr(dist, "DistBackendError", ())
+    return isinstance(error, backend_error) or (
+        isinstance(error, RuntimeError) and any(m in str(error) for m in markers)
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
 
 
 def _log_start(recipe: Recipe, run: _PreparedRun, plan) -> None:
