@@ -34,10 +34,11 @@ from delphi.errors import DelphiError
 RECIPE_FILE = "recipe.yaml"
 RUN_CONTEXT_FILE = "run_context.json"
 META_NAME = "checkpoint.json"
-TRAINER_STATE_NAME = "trainer_state.json"  # transformers.trainer_callback.TRAINER_STATE_NAME
+TRAINER_STATE_NAME = "trainer_state.json"  # transformers.trainer.TRAINER_STATE_NAME (see delphi.compat)
 MODEL_CARD = "README.md"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+TRAINER_CHECKPOINT_PREFIX = "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR (see delphi.compat)
 LOCK_FILE = ".delphi.lock"
 REPLACED_DIR = ".delphi-replaced"
 MAIN_BRANCH = "main"
@@ -71,9 +72,7 @@ def checkpoint_dir(out_dir: str | os.PathLike, step: int) -> Path:
 
 def trainer_checkpoint_dir(out_dir: str | os.PathLike, step: int) -> Path:
     """Where transformers' Trainer writes the checkpoint of `step` before delphi renames it to `step{N}`."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    return Path(out_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+    return Path(out_dir) / f"{TRAINER_CHECKPOINT_PREFIX}-{step}"
 
 
 def is_complete(folder: str | os.PathLike) -> bool:

@@ -93,8 +93,9 @@ def hub_server(tmp_path_factory, monkeypatch):
 
     import datasets.config
     import huggingface_hub.constants
-    import transformers.utils.hub
     from hub_server import HubServer
+
+    from delphi.compat import forget_hub_client
 
     root = tmp_path_factory.mktemp("hub")
     with HubServer(root / "storage", HUB_TOKEN) as server:
@@ -105,8 +106,7 @@ def hub_server(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("HF_HOME", str(root / "hf_home"))
         monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.url)
         monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-        # transformers keeps one HfApi, which holds the endpoint it was created with
-        monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)
+        forget_hub_client(monkeypatch)  # transformers' shared HfApi holds the endpoint it was created with
         importlib.reload(huggingface_hub.constants)  # the endpoint and cache paths are read at import time
         try:
             yield server
