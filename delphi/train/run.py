@@ -47,6 +47,7 @@ _COSMETIC_KEYS = {
     "micro_batch_size",
     "out_dir",
     "mamba_scan",
+    "fused_loss",
     "checkpoints",
 }
 
@@ -227,6 +228,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     from delphi.tokenizer import load_tokenizer
     from delphi.train.checkpoints import list_checkpoints, read_checkpoint_meta, run_context
     from delphi.train.launch import warn_if_world_size_differs
+    from delphi.train.loss import use_fused_loss
     from delphi.train.publish import close_hub_uploader, open_hub_uploader
     from delphi.train.schedule import checkpoint_steps, format_steps
     from delphi.train.trainer import DelphiTrainer
@@ -263,6 +265,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     args = recipe.training_arguments(ws, **extra)
 
     model = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)
+    use_fused_loss(model, recipe.fused_loss)
     total_params, non_embedding = count_parameters(model)
     micro, accumulation = recipe.batch_split(ws)
     context = run_context(world_size=ws)
