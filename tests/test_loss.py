@@ -351,7 +351,7 @@ def test_two_process_ddp_same_losses_fused_or_not(tmp_path, token_dir):
         out = tmp_path / f"fused{int(fused)}"
         out.mkdir()
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-        command += [__file__, str(out), str(token_dir), str(int(fused))]
+        command += [__file__, "ddp", str(out), str(token_dir), str(int(fused))]
         env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -412,5 +412,57 @@ def test_peak_memory_of_a_step_is_bounded(tmp_path):
     assert result["memory_ratio"] < 0.25, result["memory_ratio"]
 
 
+def fsdp_worker(out_dir, head_apart):
+    """FSDP2 (fully_shard) over 2 gloo processes: each layer and the root sharded, the head with the root
+    or on its own. Gradients (gathered) against one unsharded model on both ranks' batches."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo")
+    torch.set_num_threads(1)
+    rank = dist.get_rank()
+    model, whole = build_model(LLAMA, seed=0), build_model(LLAMA, seed=0)
+    used = use_fused_loss(model, True)
+    for layer in model.model.layers:
+        fully_shard(layer)
+    if head_apart:
+        fully_shard(model.lm_head)
+    fully_shard(model)
+    model.train()
+    whole.train()
+    batches = [batch(rows=2, seq=30, seed=r)[0] for r in range(2)]
+    out = model(input_ids=batches[rank], labels=batches[rank])
+    out.loss.backward()
+    (sum(whole(input_ids=ids, labels=ids).loss for ids in batches) / 2).backward()
+    errors = {
+        name: ((p.grad.full_tensor() - q.grad).norm() / q.grad.norm()).item()
+        for (name, p), q in zip(model.named_parameters(), whole.parameters(), strict=True)
+    }
+    result = {"used": used, "logits": out.logits is not None, "errors": errors}
+    (Path(out_dir) / f"fsdp{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head_apart", [False, True], ids=["head-in-root", "head-apart"])
+def test_fsdp2_gradients_equal_an_unsharded_model(tmp_path, head_apart):
+    """With the head in the root FSDP unit (accelerate's transformer-based wrapping) the fused loss runs;
+    with the head sharded on its own it cannot see the whole weight, and the plain path runs instead."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += [__file__, "fsdp", str(tmp_path), str(int(head_apart))]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert ("sharded apart from the model" in done.stderr) == head_apart
+    for rank in range(2):
+        result = json.loads((tmp_path / f"fsdp{rank}.json").read_text())
+        assert result["used"] == "fused" and result["logits"] == head_apart
+        for name, error in result["errors"].items():
+            assert error <= RTOL, (name, error)
+
+
 if __name__ == "__main__":
-    ddp_worker(sys.argv[1], sys.argv[2], sys.argv[3] == "1")
+    if sys.argv[1] == "fsdp":
+        fsdp_worker(sys.argv[2], sys.argv[3] == "1")
+    else:
+        ddp_worker(sys.argv[2], sys.argv[3], sys.argv[4] == "1")

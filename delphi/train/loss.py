@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 logger = logging.getLogger("delphi.train.loss")
+_warned: set[str] = set()
 
 IGNORE_INDEX = -100
 # A chunk's logits have at most this many elements (128 MiB in fp32): larger matmuls are no faster.
@@ -194,7 +195,13 @@ def _make_forward(plain, chunk_rows):
     from transformers.modeling_outputs import CausalLMOutput
 
     def forward(self, *args, labels=None, **kwargs):
-        if labels is None or not self.training or args or not all(map(_is_default, kwargs.items())):
+        if (
+            labels is None
+            or not self.training
+            or args
+            or not all(map(_is_default, kwargs.items()))
+            or not _is_whole(self.get_output_embeddings().weight, type(self).__name__)
+        ):
             return plain(*args, labels=labels, **kwargs)
         kwargs = {k: v for k, v in kwargs.items() if k not in _PLAIN_ONLY_KWARGS}
         input_ids = kwargs.pop("input_ids", None)
@@ -211,6 +218,24 @@ def _make_forward(plain, chunk_rows):
     forward.__signature__ = inspect.signature(plain.__func__)
     forward.delphi_fused_loss = plain
     return forward
+
+
+def _is_whole(weight, model_name: str) -> bool:
+    """Whether the output embedding is here in full: not if FSDP shards it apart from the root module
+    (its weight is then a DTensor shard, or empty, until its own forward runs): the plain path then."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch without distributed support
+        DTensor = ()  # noqa: N806
+    whole = weight.dim() == 2 and weight.numel() > 0 and not isinstance(weight, DTensor)
+    if not whole and model_name not in _warned:
+        _warned.add(model_name)
+        logger.warning(
+            "loss: plain for %s: its output embedding is sharded apart from the model (FSDP wrapping "
+            "it on its own); keep it in the root module to use the fused loss",
+            model_name,
+        )
+    return whole
 
 
 def _is_default(item) -> bool:
