@@ -18,6 +18,7 @@ from datasets import Dataset
 from tiny import write_recipe
 from transformers import AutoModelForCausalLM, TrainingArguments
 
+from delphi.errors import DelphiError
 from delphi.models import build_model
 from delphi.recipe import load_recipe
 from delphi.train.data import load_token_split
@@ -149,15 +150,14 @@ def test_chunks_that_do_not_divide_the_rows(chunk_rows):
 
 
 def test_causal_shift_is_transformers_for_causal_lm_loss():
-    from transformers.loss.loss_utils import ForCausalLMLoss
-
+    for_causal_lm_loss = build_model(LLAMA).loss_function  # transformers' ForCausalLMLoss
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(3, 11, 8, generator=g)
     weight = torch.randn(50, 8, generator=g)
     labels = torch.randint(0, 50, (3, 11), generator=g)
     labels[2, 4] = -100
     for kwargs in ({}, {"num_items_in_batch": torch.tensor(40)}):
-        expected = ForCausalLMLoss(hidden @ weight.T, labels, vocab_size=50, **kwargs)
+        expected = for_causal_lm_loss(hidden @ weight.T, labels, vocab_size=50, **kwargs)
         torch.testing.assert_close(causal_lm_loss(hidden, weight, labels, chunk_rows=5, **kwargs), expected)
 
 
@@ -374,6 +374,8 @@ def test_recipe_switch_and_train_log(stories_data, tmp_path, caplog):
         tmp_path / "r.yaml", stories_data, tmp_path / "run", **{"training.max_steps": 2}
     )
     assert load_recipe([recipe_file]).fused_loss is True
+    with pytest.raises(DelphiError, match="fused_loss in --set fused_loss=fast is 'fast'; expected bool"):
+        load_recipe([recipe_file], ["fused_loss=fast"])
     with caplog.at_level(logging.INFO, logger="delphi.train"):
         train(load_recipe([recipe_file], ["checkpoints.steps=[1]"]))
     assert "loss: fused linear + cross-entropy" in caplog.text
