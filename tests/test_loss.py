@@ -393,7 +393,13 @@ def test_peak_memory_of_a_step_is_bounded(tmp_path):
     recipe.write_text(
         json.dumps(
             {
-                "model": {**LLAMA, "vocab_size": 8192, "hidden_size": 32, "num_hidden_layers": 1},
+                "model": {
+                    **LLAMA,
+                    "vocab_size": 8192,
+                    "hidden_size": 32,
+                    "num_hidden_layers": 1,
+                    "max_position_embeddings": 256,
+                },
                 "tokenizer": "unused",
                 "data": {"path": "unused"},
                 "seq_len": 256,
