@@ -38,7 +38,9 @@ TRAINER_STATE_NAME = "trainer_state.json"  # transformers.trainer.TRAINER_STATE_
 MODEL_CARD = "README.md"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-TRAINER_CHECKPOINT_PREFIX = "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR (see delphi.compat)
+TRAINER_CHECKPOINT_PREFIX = (
+    "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR (see delphi.compat)
+)
 LOCK_FILE = ".delphi.lock"
 REPLACED_DIR = ".delphi-replaced"
 MAIN_BRANCH = "main"

@@ -113,6 +113,8 @@ class Recipe:
     micro_batch_size: int | None = None  # per-device sequences per forward; None = no accumulation
     # Mamba's selective scan implementation (delphi.mamba); same weights and results, different speed
     mamba_scan: Literal[SCAN_PATHS] = "auto"
+    # the loss without the whole batch's logits in memory (delphi.train.loss); same loss and gradients
+    fused_loss: bool = True
     seeds: Seeds = field(default_factory=Seeds)
     checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
     out_dir: str = "out/{name}"

@@ -90,6 +90,7 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     from delphi.tokenizer import load_tokenizer
     from delphi.train.callbacks import RecipeToWandb
     from delphi.train.distributed import check_parallelism
+    from delphi.train.loss import use_fused_loss
     from delphi.train.schedule import checkpoint_steps, training_steps
 
     config = build_config(recipe.model)
@@ -116,6 +117,7 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     )
     _warn_about_warmup(args, total)
     model = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)
+    use_fused_loss(model, recipe.fused_loss)  # before the Trainer reads the model's forward
     parameters = count_parameters(model)
     trainer = _make_trainer(recipe, args, model, tokenizer, (train_ds, eval_ds), steps, callbacks, parameters)
     check_parallelism(args, trainer)
