@@ -130,6 +130,12 @@ def _curves(args: argparse.Namespace) -> None:
     print(f"loss curves of {len(args.runs)} run(s) -> {png} and {table}")
 
 
+def _batches(args: argparse.Namespace) -> None:
+    from delphi.batches import run_cli
+
+    run_cli(args)
+
+
 def _push(args: argparse.Namespace) -> None:
     from delphi.push import push_run
     from delphi.train.publish import format_summary
@@ -288,6 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--title", help="figure title")
     p.set_defaults(func=_curves)
+
+    from delphi.batches import add_arguments as add_batches_arguments
+
+    p = sub.add_parser(
+        "batches",
+        help="what every optimizer step trained on, recomputed from the recipe and data (no training)",
+        description="Recompute the data order of a run (a run directory, recipe file or hub repo) from its "
+        "recipe and tokenized train split: for each step, every position of its global batch, the sequence's "
+        "index in the train split and its tokens (with --decode, its text). --sequence lists the steps "
+        "that trained on a sequence; --stat writes a function of each step's tokens.",
+    )
+    add_batches_arguments(p)
+    p.set_defaults(func=_batches)
 
     p = sub.add_parser(
         "push",
