@@ -511,6 +511,9 @@ def run_cli(args) -> None:
         return
     if args.sequence:
         rows = plan.sequence_steps(args.sequence)
+        unseen = sorted(set(args.sequence) - set(rows[2].tolist()))
+        if unseen:
+            print(f"never trained on in the run's {plan.total_steps} steps: {unseen}", file=sys.stderr)
     else:
         rows = rows_for_steps(plan, parse_steps(args.steps or "all", plan.total_steps))
     batches = row_batches(rows, dataset, tokens=not args.no_tokens, tokenizer=tokenizer)
