@@ -131,10 +131,16 @@ def _logprobs(args: argparse.Namespace) -> None:
 
 
 def _curves(args: argparse.Namespace) -> None:
-    from delphi.evaluate.curves import plot_curves
+    from delphi.evaluate.curves import expand_runs, plot_curves
 
     png, table = plot_curves(args.runs, args.out, title=args.title)
-    print(f"loss curves of {len(args.runs)} run(s) -> {png} and {table}")
+    print(f"loss curves of {len(expand_runs(args.runs))} run(s) -> {png} and {table}")
+
+
+def _batches(args: argparse.Namespace) -> None:
+    from delphi.batches import run_cli
+
+    run_cli(args)
 
 
 def _push(args: argparse.Namespace) -> None:
@@ -297,15 +303,34 @@ def build_parser() -> argparse.ArgumentParser:
         "curves",
         help="plot validation loss against tokens seen for one or more runs (PNG + CSV)",
         description="Read each checkpoint's checkpoint.json (nothing is recomputed) and plot validation "
-        "loss against tokens seen (log x-axis), one line per run labelled by recipe name; the numbers go "
-        "to a CSV next to the PNG.",
+        "loss against tokens seen (log x-axis), one line per recipe labelled by its name; the seeds of a "
+        "recipe are drawn as their mean with a min-max band; colour follows model size, line style the "
+        "architecture. Every run's numbers go to a CSV next to the PNG.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_OR_REPO", help="run directories or hub model repo ids")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_OR_REPO",
+        help="run directories, directories of runs, or hub model repo ids",
+    )
     p.add_argument(
         "--out", "-o", default="curves.png", help="PNG to write (default curves.png; CSV beside it)"
     )
     p.add_argument("--title", help="figure title")
     p.set_defaults(func=_curves)
+
+    from delphi.batches import add_arguments as add_batches_arguments
+
+    p = sub.add_parser(
+        "batches",
+        help="what every optimizer step trained on, recomputed from the recipe and data (no training)",
+        description="Recompute the data order of a run (a run directory, recipe file or hub repo) from its "
+        "recipe and tokenized train split: for each step, every position of its global batch, the sequence's "
+        "index in the train split and its tokens (with --decode, its text). --sequence lists the steps "
+        "that trained on a sequence; --stat writes a function of each step's tokens.",
+    )
+    add_batches_arguments(p)
+    p.set_defaults(func=_batches)
 
     p = sub.add_parser(
         "push",

@@ -47,6 +47,7 @@ EXECUTION_KEYS = frozenset(
         "micro_batch_size",
         "out_dir",
         "mamba_scan",
+        "fused_loss",
         "checkpoints",
     }
 )

@@ -1,8 +1,10 @@
-"""`delphi curves` on two tiny real runs: one line per run, a real PNG image, the numbers in a CSV."""
+"""`delphi curves` on tiny real runs: one line per recipe (seeds: mean and min-max band), colour by size,
+style by architecture, a real PNG image, every run's numbers in a CSV."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +15,16 @@ import pytest
 from PIL import Image
 
 from delphi.errors import DelphiError
-from delphi.evaluate.curves import Curve, curves_figure, load_curve, plot_curves
+from delphi.evaluate.curves import (
+    Curve,
+    curves_figure,
+    expand_runs,
+    group_lines,
+    line_colors,
+    line_styles,
+    load_curve,
+    plot_curves,
+)
 from delphi.layout import list_checkpoints, read_checkpoint_meta
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +42,12 @@ def two_runs(stories_data, tmp_path_factory) -> list[Path]:
             root, stories_data, "tiny-b", model={**MODEL, "hidden_size": 32, "intermediate_size": 64}
         ),
     ]
+
+
+def viridis_rgb(fraction: float) -> tuple[int, int, int]:
+    from matplotlib import colormaps
+
+    return tuple(round(255 * c) for c in colormaps["viridis"](fraction)[:3])
 
 
 def pixels_near(image: np.ndarray, rgb: tuple[int, int, int], tolerance: int = 40) -> int:
@@ -57,10 +74,10 @@ def test_plot_two_runs_png_and_csv(two_runs, tmp_path):
     with Image.open(png) as image:
         assert image.format == "PNG" and image.size == (960, 600)
         pixels = np.asarray(image.convert("RGB"))
-    # matplotlib's first two line colours (C0 blue, C1 orange): one line drawn for each run
-    assert pixels_near(pixels, (31, 119, 180)) > 200
-    assert pixels_near(pixels, (255, 127, 14)) > 200
-    assert pixels_near(pixels, (44, 160, 44)) == 0  # no third line (C2 green)
+    # colour follows size: the smaller run at viridis' dark end, the larger at 0.85 of it; one line each
+    assert pixels_near(pixels, viridis_rgb(0.0)) > 200
+    assert pixels_near(pixels, viridis_rgb(0.85)) > 200
+    assert pixels_near(pixels, (31, 119, 180)) == 0  # not matplotlib's default cycle (C0 blue)
 
     fig = curves_figure([load_curve(r) for r in two_runs])
     (ax,) = fig.axes
@@ -126,3 +143,117 @@ def test_curves_of_runs_published_to_the_hub(hub_server, two_runs, tmp_path):
         assert [r["source"] for r in csv.DictReader(f)] == ["org/tiny-a"] * 4 + ["org/tiny-b"] * 4
     with pytest.raises(DelphiError, match="could not list the branches of hub repo 'org/absent'"):
         load_curve("org/absent")
+
+
+# ---- a directory of runs: recipes x seeds ----
+
+
+@pytest.fixture(scope="module")
+def suite_dir(stories_data, tmp_path_factory) -> Path:
+    """A directory of runs as `delphi suite --seeds 0 1 2` names them: tiny-seed{k} (seeds 7+k, 11+k) and
+    one wider model, wide (a recipe run as written)."""
+    from test_logprobs import train_tiny_run
+    from tiny import MODEL
+
+    root = tmp_path_factory.mktemp("suite")
+    for k in range(3):
+        train_tiny_run(root, stories_data, f"tiny-seed{k}", seeds={"init": 7 + k, "data": 11 + k})
+    train_tiny_run(root, stories_data, "wide", model={**MODEL, "hidden_size": 32, "intermediate_size": 64})
+    for recipe in root.glob("*.yaml"):
+        recipe.unlink()  # only run directories in it
+    return root
+
+
+def metas(run: Path) -> dict[int, dict]:
+    return {step: read_checkpoint_meta(folder) for step, folder in list_checkpoints(run)}
+
+
+def test_seeds_of_a_recipe_are_one_line_with_a_band(suite_dir, tmp_path):
+    png, table = plot_curves([suite_dir], tmp_path / "suite.png")
+    curves = [load_curve(run) for run in expand_runs([suite_dir])]
+    assert [c.name for c in curves] == ["tiny-seed0", "tiny-seed1", "tiny-seed2", "wide"]
+    lines = group_lines(curves)
+    assert [line.label for line in lines] == ["tiny (3 seeds)", "wide"]
+
+    seeds = [metas(suite_dir / f"tiny-seed{k}") for k in range(3)]
+    losses = {step: [m[step]["eval_loss"] for m in seeds] for step in (1, 2, 4, 8)}
+    assert all(len(set(v)) == 3 for v in losses.values())  # the seeds really trained differently
+    tiny = lines[0]
+    assert tiny.tokens == [256, 512, 1024, 2048]
+    assert tiny.mean == pytest.approx([sum(v) / 3 for v in losses.values()], rel=1e-12)
+    assert tiny.low == [min(v) for v in losses.values()] and tiny.high == [max(v) for v in losses.values()]
+
+    fig = curves_figure(curves)
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.get_lines()] == ["tiny (3 seeds)", "wide"]
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx(tiny.mean)
+    (band,) = ax.collections  # one min-max band: the recipe with seeds
+    band_y = band.get_paths()[0].vertices[:, 1]
+    assert band_y.min() == pytest.approx(min(tiny.low)) and band_y.max() == pytest.approx(max(tiny.high))
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels_near(pixels, viridis_rgb(0.0)) > 200 and pixels_near(pixels, viridis_rgb(0.85)) > 200
+
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 4  # every run's every checkpoint; no mean rows
+    assert [(r["run"], r["recipe"], r["seed_init"], r["seed_data"]) for r in rows[::4]] == [
+        ("tiny-seed0", "tiny", "7", "11"),
+        ("tiny-seed1", "tiny", "8", "12"),
+        ("tiny-seed2", "tiny", "9", "13"),
+        ("wide", "wide", "7", "11"),
+    ]
+    for row in rows:
+        run = Path(row["source"])
+        context = json.loads((run / f"step{row['step']}" / "run_context.json").read_text())
+        assert int(row["parameters"]) == context["parameters"]
+        assert row["architecture"] == "LlamaForCausalLM"
+        assert float(row["eval_loss"]) == metas(run)[int(row["step"])]["eval_loss"]
+
+
+def test_colour_follows_size_and_style_the_architecture():
+    from matplotlib import colormaps
+
+    def curve(name, parameters, architecture, identity):
+        return Curve(
+            name, f"src/{name}", [(10, 2.0, 1), (20, 1.5, 2)], identity, (0, 0), parameters, architecture
+        )
+
+    curves = [
+        curve("llama-1m", 1_000_000, "LlamaForCausalLM", "a"),
+        curve("mamba-100k", 100_000, "MambaForCausalLM", "b"),
+        curve("llama-10k", 10_000, "LlamaForCausalLM", "c"),
+        curve("odd", None, "GPT2LMHeadModel", "d"),
+    ]
+    lines = group_lines(curves)
+    viridis = colormaps["viridis"]
+    assert line_colors(lines) == [viridis(0.85), viridis(0.425), viridis(0.0), (0.5, 0.5, 0.5, 1.0)]
+    assert line_styles(lines) == ["-", "--", "-", ":"]
+    drawn = curves_figure(curves).axes[0].get_lines()
+    assert [line.get_linestyle() for line in drawn] == ["-", "--", "-", ":"]
+    # seeds whose checkpoints differ: the mean is taken where all of them have one
+    a = Curve("x-seed0", "s0", [(10, 3.0, 1), (20, 2.0, 2), (40, 1.0, 4)], "same")
+    b = Curve("x-seed1", "s1", [(10, 5.0, 1), (40, 2.0, 4)], "same")
+    (line,) = group_lines([a, b])
+    assert (line.label, line.tokens, line.mean, line.low, line.high) == (
+        "x (2 seeds)",
+        [10, 40],
+        [4.0, 1.5],
+        [3.0, 1.0],
+        [5.0, 2.0],
+    )
+
+
+def test_cli_curves_of_a_directory_of_runs(suite_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "suite.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "delphi", "curves", str(suite_dir), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"loss curves of 4 run(s) -> {out}" in proc.stdout
+    assert len(out.with_suffix(".csv").read_text().splitlines()) == 1 + 16

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -376,12 +377,14 @@ def test_recipe_switch_and_train_log(stories_data, tmp_path, caplog):
     assert load_recipe([recipe_file]).fused_loss is True
     with pytest.raises(DelphiError, match="fused_loss in --set fused_loss=fast is 'fast'; expected bool"):
         load_recipe([recipe_file], ["fused_loss=fast"])
+    keep = ["checkpoints.steps=[1]", "checkpoints.keep_optimizer=all"]
     with caplog.at_level(logging.INFO, logger="delphi.train"):
-        train(load_recipe([recipe_file], ["checkpoints.steps=[1]"]))
+        train(load_recipe([recipe_file], keep))
     assert "loss: fused linear + cross-entropy" in caplog.text
+    shutil.rmtree(tmp_path / "run" / "step2")  # as if stopped after step 1
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="delphi.train"):
-        summary = train(load_recipe([recipe_file], ["checkpoints.steps=[1]", "fused_loss=false"]))
+        summary = train(load_recipe([recipe_file], [*keep, "fused_loss=false"]))
     assert "loss: fused" not in caplog.text
     assert "resuming from" in caplog.text and summary["checkpoints"][:2] == [1, 2]  # not "a different run"
 

@@ -1,16 +1,32 @@
 """Validation loss against tokens seen, read from each checkpoint's `checkpoint.json` (nothing is
-recomputed), for one run or a whole suite in one figure (log x-axis), plus the same numbers as CSV.
+recomputed), for one run or a whole suite in one figure (log x-axis), plus every run's numbers as CSV.
+
+A suite is read as recipes x seeds: runs whose saved recipes are equal once seeds, name and the
+settings that do not change the weights (checkpoint schedule, logging, hub, ...) are set aside are
+seeds of one recipe, drawn as one line (their mean, with a min-max band), labelled by the recipe's
+name without the `-seed{k}` suffix `delphi suite` adds. Colour follows model size (parameters, on a log
+scale), line style the architecture, so sizes and architectures read at a glance.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from delphi.errors import DelphiError
-from delphi.evaluate.sources import checkpoint_meta, list_branches, run_name
+from delphi.evaluate.sources import checkpoint_meta, is_local, list_branches, read_checkpoint_file, run_name
+
+_SEED_SUFFIX = re.compile(r"-seed\d+$")
+_LINE_STYLES = ("-", "--", ":", "-.")
+_COLORMAP = "viridis"
+_COLOR_RANGE = (0.0, 0.85)  # viridis without its palest yellows, which vanish on white
 
 
 @dataclass(frozen=True)
@@ -20,6 +36,55 @@ class Curve:
     name: str  # the recipe name, the legend label
     source: str  # run directory or hub repo id
     points: list[tuple[int, float, int]]
+    identity: str | None = None  # the recipe without seeds and name: runs sharing it are seeds of one recipe
+    seeds: tuple[int | None, int | None] = (None, None)  # (seeds.init, seeds.data)
+    parameters: int | None = None
+    architecture: str | None = None
+
+    @property
+    def recipe_name(self) -> str:
+        """The name without the `-seed{k}` suffix of a suite's seed variant."""
+        return _SEED_SUFFIX.sub("", self.name)
+
+
+def _read_yaml(source: str, branch: str, name: str):
+    try:
+        return yaml.safe_load(read_checkpoint_file(source, branch, name))
+    except (DelphiError, yaml.YAMLError):
+        return None
+
+
+def recipe_identity(recipe: dict) -> str:
+    """What decides a run's weights apart from its seeds, as a canonical string."""
+    from delphi.recipe import Recipe
+
+    identity = Recipe.identity_of(recipe)
+    identity.pop("seeds", None)
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
+def _run_details(source: str, branch: str) -> dict:
+    """identity, seeds, parameters and architecture from a checkpoint's recipe.yaml and run_context.json."""
+    recipe = _read_yaml(source, branch, "recipe.yaml")
+    if not isinstance(recipe, dict):
+        return {}
+    seeds = recipe.get("seeds") or {}
+    model = recipe.get("model") or {}
+    context = _read_yaml(source, branch, "run_context.json")  # JSON is YAML
+    parameters = context.get("parameters") if isinstance(context, dict) else None
+    if not isinstance(parameters, int) and model:
+        try:  # an older run: count on the meta device (no weights allocated)
+            from delphi.models import build_model, count_parameters
+
+            parameters = count_parameters(build_model(model, device="meta"))[0]
+        except Exception:  # a recipe this transformers cannot build: draw it without a size
+            parameters = None
+    return {
+        "identity": recipe_identity(recipe),
+        "seeds": (seeds.get("init"), seeds.get("data")),
+        "parameters": parameters,
+        "architecture": model.get("architecture"),
+    }
 
 
 def load_curve(run_or_repo: str | os.PathLike) -> Curve:
@@ -35,24 +100,116 @@ def load_curve(run_or_repo: str | os.PathLike) -> Curve:
             points.append((int(meta["tokens_seen"]), float(meta["eval_loss"]), int(meta["step"])))
     if not points:
         raise DelphiError(f"no checkpoint of {source!r} records an eval_loss: nothing to plot")
-    return Curve(name=run_name(source, branches), source=source, points=sorted(points, key=lambda p: p[2]))
+    return Curve(
+        name=run_name(source, branches),
+        source=source,
+        points=sorted(points, key=lambda p: p[2]),
+        **_run_details(source, branches[-1]),
+    )
 
 
-def _labels(curves: list[Curve]) -> list[str]:
-    """Recipe names, with the source added where two runs share a name."""
-    names = [c.name for c in curves]
-    return [f"{c.name} ({c.source})" if names.count(c.name) > 1 else c.name for c in curves]
+def expand_runs(runs: list[str | os.PathLike]) -> list[str]:
+    """Run directories and hub repos as given, with a directory of runs replaced by its runs (sorted)."""
+    from delphi.layout import list_checkpoints
+
+    out = []
+    for run in map(str, runs):
+        path = Path(run)
+        if is_local(run) and path.is_dir() and not list_checkpoints(path):
+            inner = sorted(str(p) for p in path.iterdir() if p.is_dir() and list_checkpoints(p))
+            if inner:
+                out += inner
+                continue
+        out.append(run)
+    return out
+
+
+@dataclass(frozen=True)
+class Line:
+    """What the figure draws for one recipe: its seeds' mean loss and min-max band, at shared checkpoints."""
+
+    label: str
+    curves: list[Curve]
+    tokens: list[int]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+
+
+def group_lines(curves: list[Curve]) -> list[Line]:
+    """One line per recipe (curves sharing an identity), in order of first appearance.
+
+    A recipe's line is its seeds' mean at the tokens every seed has a checkpoint for; a run without a
+    saved recipe is its own line. Labels are recipe names, with the source added where two differ.
+    """
+    groups: dict[str, list[Curve]] = {}
+    for curve in curves:
+        key = curve.identity if curve.identity is not None else f"source:{curve.source}"
+        groups.setdefault(key, []).append(curve)
+    labels = [members[0].recipe_name if len(members) > 1 else members[0].name for members in groups.values()]
+    lines = []
+    for members, label in zip(groups.values(), labels, strict=True):
+        if labels.count(label) > 1:
+            label = f"{label} ({members[0].source})"
+        if len(members) > 1:
+            label = f"{label} ({len(members)} seeds)"
+        by_run = [{t: loss for t, loss, _ in c.points} for c in members]
+        # the checkpoints every seed has; if they share none, each point averages the seeds that have it
+        tokens = sorted(set.intersection(*map(set, by_run)) or set.union(*map(set, by_run)))
+        values = [[run[t] for run in by_run if t in run] for t in tokens]
+        lines.append(
+            Line(
+                label=label,
+                curves=members,
+                tokens=tokens,
+                mean=[math.fsum(v) / len(v) for v in values],
+                low=[min(v) for v in values],
+                high=[max(v) for v in values],
+            )
+        )
+    return lines
+
+
+def line_colors(lines: list[Line]) -> list[tuple[float, float, float, float]]:
+    """A colour per line from a sequential colormap over log(parameters): small dark, large light."""
+    from matplotlib import colormaps
+
+    cmap = colormaps[_COLORMAP]
+    sizes = [line.curves[0].parameters for line in lines]
+    known = [math.log(s) for s in sizes if s]
+    low, high = (min(known), max(known)) if known else (0.0, 0.0)
+    colors = []
+    for size in sizes:
+        if not size:
+            colors.append((0.5, 0.5, 0.5, 1.0))  # size unknown: grey
+            continue
+        fraction = (math.log(size) - low) / (high - low) if high > low else 0.5
+        colors.append(cmap(_COLOR_RANGE[0] + fraction * (_COLOR_RANGE[1] - _COLOR_RANGE[0])))
+    return colors
+
+
+def line_styles(lines: list[Line]) -> list[str]:
+    """A line style per architecture, in order of first appearance."""
+    architectures = list(dict.fromkeys(line.curves[0].architecture for line in lines))
+    return [
+        _LINE_STYLES[architectures.index(line.curves[0].architecture) % len(_LINE_STYLES)] for line in lines
+    ]
 
 
 def curves_figure(curves: list[Curve], *, title: str | None = None):
-    """A matplotlib Figure with one line per run: validation loss against tokens seen (log x)."""
+    """A matplotlib Figure: one line per recipe (seeds: mean and min-max band), loss against tokens (log x)."""
     from matplotlib.figure import Figure
 
+    lines = group_lines(curves)
     fig = Figure(figsize=(8, 5), dpi=120, layout="constrained")
     ax = fig.add_subplot()
-    for curve, label in zip(curves, _labels(curves), strict=True):
-        tokens, losses, _ = zip(*curve.points, strict=True)
-        ax.plot(tokens, losses, marker="o", markersize=3, linewidth=1.5, label=label)
+    for line, color, style in zip(lines, line_colors(lines), line_styles(lines), strict=True):
+        if len(line.curves) > 1:
+            ax.fill_between(line.tokens, line.low, line.high, color=color, alpha=0.25, linewidth=0)
+        ax.plot(
+            line.tokens, line.mean, marker="o", markersize=3, linewidth=1.5, color=color, linestyle=style,
+            label=line.label,
+        )  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("validation loss")
@@ -62,16 +219,33 @@ def curves_figure(curves: list[Curve], *, title: str | None = None):
     return fig
 
 
+def _run_labels(curves: list[Curve]) -> list[str]:
+    """Run names, with the source added where two runs share a name."""
+    names = [c.name for c in curves]
+    return [f"{c.name} ({c.source})" if names.count(c.name) > 1 else c.name for c in curves]
+
+
+CSV_COLUMNS = [
+    "run", "recipe", "seed_init", "seed_data", "parameters", "architecture", "source", "step", "tokens_seen",
+    "eval_loss",
+]  # fmt: skip
+
+
 def write_csv(curves: list[Curve], path: str | os.PathLike) -> Path:
-    """One row per (run, checkpoint): run, source, step, tokens_seen, eval_loss."""
+    """One row per (run, checkpoint): every run's own numbers (the seeds' mean and band are drawn, not written)."""
     path = Path(path)
     temp = path.with_name(f".{path.name}.tmp")
     with open(temp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["run", "source", "step", "tokens_seen", "eval_loss"])
-        for curve, label in zip(curves, _labels(curves), strict=True):
+        writer.writerow(CSV_COLUMNS)
+        for curve, label in zip(curves, _run_labels(curves), strict=True):
             for tokens, loss, step in curve.points:
-                writer.writerow([label, curve.source, step, tokens, repr(loss)])
+                writer.writerow(
+                    [
+                        label, curve.recipe_name, curve.seeds[0], curve.seeds[1], curve.parameters,
+                        curve.architecture, curve.source, step, tokens, repr(loss),
+                    ]
+                )  # fmt: skip
     os.replace(temp, path)
     return path
 
@@ -79,13 +253,14 @@ def write_csv(curves: list[Curve], path: str | os.PathLike) -> Path:
 def plot_curves(
     runs: list[str | os.PathLike], out_png: str | os.PathLike = "curves.png", *, title: str | None = None
 ) -> tuple[Path, Path]:
-    """Plot the runs (directories or hub repos) into `out_png`, their numbers into the same name `.csv`."""
+    """Plot the runs (directories, directories of runs, hub repos) into `out_png`, every run's numbers
+    into the same name `.csv`."""
     out_png = Path(out_png)
     if out_png.suffix.lower() != ".png":
         raise DelphiError(f"--out {str(out_png)!r} must end in .png")
     if not runs:
         raise DelphiError("give at least one run directory or hub repo")
-    curves = [load_curve(run) for run in runs]  # every source is read before anything is written
+    curves = [load_curve(run) for run in expand_runs(runs)]  # every source is read before anything is written
     out_png.parent.mkdir(parents=True, exist_ok=True)
     temp = out_png.with_name(f".{out_png.name}.tmp")
     curves_figure(curves, title=title).savefig(temp, format="png")

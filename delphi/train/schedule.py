@@ -124,9 +124,19 @@ def format_steps(steps: Sequence[int], *, min_run: int = 5) -> str:
 
 
 def training_steps(args, steps_per_epoch: int) -> int:
-    """The optimizer steps a run takes, read from its TrainingArguments as Trainer reads them:
-    `max_steps` when positive, else `ceil(num_train_epochs * steps_per_epoch)`."""
+    """The optimizer steps a run takes, read as Trainer reads them from its TrainingArguments (or from a
+    recipe's `training:` mapping, with TrainingArguments' defaults): `max_steps` when positive, else
+    `ceil(num_train_epochs * steps_per_epoch)`."""
+    if isinstance(args, dict):
+        import dataclasses
 
-    if args.max_steps is not None and args.max_steps > 0:
-        return int(args.max_steps)
-    return max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+        from transformers import TrainingArguments
+
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
+        max_steps = args.get("max_steps", defaults["max_steps"])
+        epochs = args.get("num_train_epochs", defaults["num_train_epochs"])
+    else:
+        max_steps, epochs = args.max_steps, args.num_train_epochs
+    if max_steps is not None and max_steps > 0:
+        return int(max_steps)
+    return max(1, math.ceil(epochs * steps_per_epoch))

@@ -12,7 +12,8 @@ What it changes, and why:
 - evaluation: the exact mean loss over every eval sequence (transformers weights the last, shorter
   batch as a full one), plus perplexity;
 - logging: `tokens_seen` and `tokens_per_second` (training time only) next to Trainer's loss,
-  learning rate and grad norm, through `Trainer.log`, so every tracker receives them.
+  learning rate and grad norm, through `Trainer.log`, so every tracker receives them; `mfu` too when
+  the model's FLOPs per token and the device's peak are known (`delphi.train.flops`).
 
 Everything else is Trainer's: pass `TrainingArguments`, callbacks, `processing_class=tokenizer`.
 `args.save_strategy` and `args.eval_strategy` must be "no" (the schedule replaces them). Only public
@@ -50,6 +51,7 @@ from delphi.train.callbacks import CheckpointFinalizer, ScheduleCallback
 from delphi.train.checkpoints import KEEP_OPTIMIZER, remove_unfinished_saves
 from delphi.train.data import as_model_inputs, collate_sequences
 from delphi.train.decay import WEIGHT_DECAY_PARAMS
+from delphi.train.flops import mfu_inputs
 from delphi.train.sampler import DATA_ORDERS, DeterministicEpochSampler
 from delphi.train.schedule import check_steps
 
@@ -178,6 +180,8 @@ class DelphiTrainer(Trainer):
         self._paused_seconds = 0.0
         self._wall_offset = 0.0
         self._train_started = time.perf_counter()
+        # model FLOPs per token and the devices' peak FLOP/s (delphi.train.flops): `mfu` when both are known
+        self._flops_per_token, self._peak_flops = mfu_inputs(self.model, self.args, seq_len)
 
     def current_run_files(self) -> dict[str, str]:
         """{file name: text} of the run's own files, as they are to be written into the next checkpoint."""
@@ -311,6 +315,8 @@ class DelphiTrainer(Trainer):
             seconds = now - since - self._paused_seconds
             if self.state.global_step > step0 and seconds > 0:
                 logs["tokens_per_second"] = (self.state.global_step - step0) * self.tokens_per_step / seconds
+                if self._flops_per_token and self._peak_flops:
+                    logs["mfu"] = logs["tokens_per_second"] * self._flops_per_token / self._peak_flops
             self.start_throughput_clock(self.state.global_step)
             self._last_train_log = {"step": self.state.global_step, **logs}
         super().log(logs, start_time)
