@@ -21,7 +21,7 @@ SET       ?=
 NPROC     ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install demo corpus tokenizer dataset train train-multi-cpu validate test test-fast lint format bench clean
+.PHONY: install demo corpus tokenizer dataset train train-multi-cpu suite validate test test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -54,6 +54,18 @@ train: $(STAMP)
 train-multi-cpu: $(STAMP)
 	$(BIN)/accelerate launch --config_file accelerate_configs/multi-cpu.yaml --num_processes $(NPROC) \
 		-m delphi.train $(RECIPE) $(SET_ARGS)
+
+# Every recipe under SUITE (x SEEDS), to completion; rerun to finish: make suite SUITE=recipes/demo SEEDS="0 1" JOBS=2
+SUITE     ?= recipes/demo
+SEEDS     ?=
+JOBS      ?=
+
+# recipes/demo trains on the embedded corpus: build its tokenizer and dataset first, once
+$(TOKENIZED)/train-00000.parquet: | $(STAMP)
+	@$(MAKE) --no-print-directory corpus tokenizer dataset
+
+suite: $(STAMP) $(if $(filter recipes/demo%,$(SUITE)),$(TOKENIZED)/train-00000.parquet)
+	$(DELPHI) suite $(SUITE) $(if $(strip $(SEEDS)),--seeds $(SEEDS)) $(if $(strip $(JOBS)),--jobs $(JOBS)) $(SET_ARGS)
 
 validate: $(STAMP)
 	$(DELPHI) validate recipes

@@ -270,6 +270,8 @@ def run_context(*, world_size: int | None = None, cwd: str | os.PathLike | None 
 
     Stored with every checkpoint (`run_context.json`) so a result can be traced to the code that made it.
     """
+    import torch
+
     if world_size is None:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
     return {
@@ -278,6 +280,7 @@ def run_context(*, world_size: int | None = None, cwd: str | os.PathLike | None 
         "packages": {"delphi": delphi.__version__} | {name: _package_version(name) for name in _PACKAGES},
         "device": _device(),
         "world_size": world_size,
+        "torch_num_threads": torch.get_num_threads(),  # CPU results are bitwise equal only at the same count
         "git": _git_state(Path.cwd() if cwd is None else cwd),
         "argv": scrub_argv(list(sys.argv)),
     }

@@ -7,6 +7,7 @@ touches what an earlier run saved.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ from transformers import TrainerCallback
 
 from delphi.errors import DelphiError
 from delphi.recipe import Recipe
+from delphi.run_status import hold_run_lock
 from delphi.train.checkpoints import checkpoint_dir, is_complete
 
 log = logging.getLogger("delphi.train")
@@ -290,7 +292,9 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     if uploader is not None:
         trainer.add_callback(HubPublisher(uploader))
 
+    run_lock = contextlib.ExitStack()  # one trainer per out_dir; `delphi suite --status` sees it running
     if is_main_process():
+        run_lock.enter_context(hold_run_lock(recipe.out_dir))
         _remove(old_run)  # --overwrite: only now that every check has passed
         Path(recipe.out_dir).mkdir(parents=True, exist_ok=True)
         (Path(recipe.out_dir) / RECIPE_FILE).write_text(recipe.dump_yaml())
@@ -315,6 +319,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
             if wandb.run is not None:
                 wandb.finish()  # flush: HF's callback leaves the run open for more logging
         hub_summary = close_hub_uploader(uploader, recipe, main_process=is_main_process())
+        run_lock.close()
 
     saved = list_checkpoints(recipe.out_dir)
     final = read_checkpoint_meta(saved[-1][1]) if saved else {}
