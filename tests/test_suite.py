@@ -231,6 +231,33 @@ def test_train_holds_the_lock_and_run_status_reads_the_run(stories_data, tmp_pat
     assert run_status(out).state == PENDING
 
 
+def test_status_counts_the_step_branches_published_on_the_hub(
+    hub_server, stories_data, tmp_path, monkeypatch
+):
+    from huggingface_hub import HfApi
+
+    from delphi.suite.status import format_status, status_rows
+
+    api = HfApi()
+    api.create_repo("org/tiny-a")
+    for branch in ("step1", "step2", "step4"):
+        api.create_branch("org/tiny-a", branch=branch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s").mkdir()
+    write_recipe(tmp_path / "s" / "a.yaml", stories_data, "out/{name}", hub={"repo": "org/tiny-a"})
+    write_recipe(tmp_path / "s" / "b.yaml", stories_data, "out/{name}", hub={"repo": "org/never-made"})
+    write_recipe(tmp_path / "s" / "c.yaml", stories_data, "out/{name}")
+    rows = status_rows(plan_suite(["s"]))
+    assert [(r["hub_branches"], r["state"], r["step"], r["parameters"]) for r in rows] == [
+        (3, PENDING, 0, 14_640),  # before any checkpoint: parameters from the model built on meta
+        (None, PENDING, 0, 14_640),
+        (None, PENDING, 0, 14_640),
+    ]
+    table = format_status(rows)
+    assert table.splitlines()[0].split()[-2:] == ["hub", "branches"]
+    assert [line.split()[-1] for line in table.splitlines()[2:5]] == ["3", "?", "-"]
+
+
 # ---------------------------------------------------------------- a whole suite, through the CLI
 
 

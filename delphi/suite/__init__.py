@@ -109,6 +109,8 @@ def run_suite(
             line = f"{tag}: started ({where}, pid {info['pid']}), log {log_path(run)}"
         elif event == "submitted":
             line = f"{tag}: submitted as job {info['job_id']}, log {log_path(run)}"
+        elif event == "start-error":
+            line = f"{tag}: FAILED to start: {info['error']}"
         elif event == "job-error":
             line = f"{tag}: job {info['job_id']} ended without a result: {' '.join(info['error'])}"
         elif event == OK:

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from delphi.errors import DelphiError
+from delphi.run_status import FAILED
 from delphi.suite.launch import launch
 from delphi.suite.plan import SuiteRun
 
@@ -139,14 +140,20 @@ def run_local(
                     stop_process_group(proc, grace)
 
             begin = time.monotonic()
-            rc, outcome = launch(
-                run,
-                threads=layout.threads,
-                devices=slot,
-                processes=layout.processes,
-                on_start=started,
-                stopping=stop.is_set,
-            )
+            try:
+                rc, outcome = launch(
+                    run,
+                    threads=layout.threads,
+                    devices=slot,
+                    processes=layout.processes,
+                    on_start=started,
+                    stopping=stop.is_set,
+                )
+            except OSError as e:  # could not even start (out_dir not writable, ...): this run failed
+                with lock:
+                    results[run.name] = (None, FAILED)
+                report(run, "start-error", {"error": str(e)})
+                return
             with lock:
                 live.pop(run.name, None)
                 results[run.name] = (rc, outcome)

@@ -80,7 +80,9 @@ class SuiteJob:
                 stop_process_group(self._proc, grace=20.0)
             except OSError:
                 pass
-        return submitit.helpers.DelayedSubmission(SuiteJob(self.run, self.cwd, self.cpus, self.gpus, self.executor))
+        return submitit.helpers.DelayedSubmission(
+            SuiteJob(self.run, self.cwd, self.cpus, self.gpus, self.executor)
+        )
 
 
 def make_executor(
