@@ -391,23 +391,49 @@ def test_ctrl_c_stops_every_run_cleanly_and_a_rerun_resumes(stories_data, tmp_pa
 
 
 @pytest.mark.slow
-def test_submitit_local_executor_runs_jobs_and_a_resubmission_skips_them(stories_data, tmp_path):
+def test_submitit_local_executor_runs_jobs_requeues_a_preempted_one_and_a_resubmission_skips_them(
+    stories_data, tmp_path
+):
+    (tmp_path / "slowcb.py").write_text(SLOW_CALLBACK)
     (tmp_path / "recipes").mkdir()
-    write_recipe(tmp_path / "recipes" / "a.yaml", stories_data, "out/{name}", **{"training.max_steps": 6})
-    args = ["suite", "recipes", "--seeds", "0", "1", "--executor", "submitit-local", "--gpus-per-job", "0",
-            "--time", "20", "--submitit-dir", "jobs"]  # fmt: skip
-    first = delphi(args, tmp_path, timeout=900)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert first.stdout.count("submitted as job") == 2
+    write_recipe(
+        tmp_path / "recipes" / "a.yaml", stories_data, "out/{name}",
+        callbacks=["slowcb:Slow"], **{"training.max_steps": 24},
+    )  # fmt: skip
+    args = [sys.executable, "-m", "delphi", "suite", "recipes", "--seeds", "0", "1", "--executor", "submitit-local",
+            "--gpus-per-job", "0", "--time", "20", "--submitit-dir", "jobs"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    suite = subprocess.Popen(
+        args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "out" / "a-seed0" / "step5").exists():
+            assert suite.poll() is None and time.time() < deadline, suite.communicate()
+            time.sleep(0.1)
+        # preempt seed 0's job as SLURM would: SIGUSR2 to the job process (the parent of its delphi train)
+        child = json.loads((tmp_path / "out" / "a-seed0" / ATTEMPT_NAME).read_text())["pid"]
+        job_process = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(job_process, signal.SIGUSR2)
+        stdout, stderr = suite.communicate(timeout=900)
+    finally:
+        if suite.poll() is None:
+            suite.kill()
+    assert suite.returncode == 0, stdout + stderr
+    assert stdout.count("submitted as job") == 2
     job_dirs = sorted(p.name for p in (tmp_path / "jobs").iterdir() if p.name.isdigit())
     assert len(job_dirs) == 2 and all(list((tmp_path / "jobs" / d).glob("*_result.pkl")) for d in job_dirs)
+    job_logs = "".join(p.read_text() for p in (tmp_path / "jobs").rglob("*_log.out"))
+    assert "Requeued job" in job_logs
+    log = (tmp_path / "out" / "a-seed0" / "train.log").read_text()
+    assert "delphi train: interrupted" in log and "resuming from out/a-seed0/step" in log
     for name in ("a-seed0", "a-seed1"):
         out = tmp_path / "out" / name
         assert run_status(out).state == DONE
         assert json.loads((out / ATTEMPT_NAME).read_text())["executor"] == "submitit-local"
 
     before = tree_bytes(tmp_path / "out")
-    again = delphi(args, tmp_path, timeout=600)
+    again = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 complete (skipped), 0 to train" in again.stdout and "submitted" not in again.stdout
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir() if p.name.isdigit()) == job_dirs

@@ -129,7 +129,12 @@ def launch(
         write_attempt(out_dir, {**record, "pid": proc.pid})
         if on_start is not None:
             on_start(proc)
-        returncode = proc.wait()
+        try:
+            returncode = proc.wait()
+        except BaseException:  # the job itself is being stopped (submitit requeues a preempted job)
+            log.write(b"==== stopped with its job; the next attempt resumes\n")
+            write_attempt(out_dir, {**record, "pid": proc.pid, "ended_at": _now(), "outcome": INTERRUPTED})
+            raise
         outcome = outcome_of(returncode, stopping())
         seconds = time.monotonic() - started
         log.write(f"==== exit status {returncode} ({outcome}) after {seconds:.1f} s\n".encode())
@@ -152,20 +157,29 @@ def log_tail(run: SuiteRun, lines: int = 20, cwd: str | os.PathLike | None = Non
     return "\n".join(text.splitlines()[-lines:])
 
 
+def has_exited(proc: subprocess.Popen) -> bool:
+    """True once `proc` has ended; never reaps it, so it is safe in a signal handler that interrupted
+    a `proc.wait()` (whose lock would make a second `wait` spin) and from any thread."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # already reaped
+        return True
+
+
 def stop_process_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
     """SIGINT to the child's whole process group (accelerate's workers too), then SIGTERM, then SIGKILL.
 
     delphi train turns SIGINT into a clean exit; its checkpoints are written atomically either way.
     """
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        if proc.poll() is not None:
+        if has_exited(proc):
             return
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + wait
+        while not has_exited(proc) and time.monotonic() < deadline:
+            time.sleep(0.05)

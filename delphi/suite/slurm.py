@@ -11,6 +11,7 @@ its `delphi train` resumes from the newest checkpoint, as a rerun always does.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ class SuiteJob:
         from delphi.suite.launch import launch
         from delphi.suite.local import cpu_cores
 
+        # a handled SIGINT is reset by exec: the child turns the SIGINT that stops it into a clean exit,
+        # even where this job inherited SIGINT as ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         out_dir = Path(self.cwd) / self.run.out_dir
         if run_status(out_dir, max_steps=self.run.max_steps).done:  # finished by an earlier attempt
             return 0, "ok"
@@ -75,11 +79,8 @@ class SuiteJob:
 
         from delphi.suite.launch import stop_process_group
 
-        if self._proc is not None:
-            try:
-                stop_process_group(self._proc, grace=20.0)
-            except OSError:
-                pass
+        if self._proc is not None:  # (runs in a signal handler: stop_process_group never blocks on wait)
+            stop_process_group(self._proc, grace=20.0)
         return submitit.helpers.DelayedSubmission(
             SuiteJob(self.run, self.cwd, self.cpus, self.gpus, self.executor)
         )
