@@ -24,7 +24,7 @@ SET       ?=
 NPROC     ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install demo corpus tokenizer dataset train train-multi-cpu validate test test-fast test-compat lint format bench clean
+.PHONY: install demo corpus tokenizer dataset train train-multi-cpu suite validate test test-fast test-compat lint format bench clean
 
 install: $(STAMP)
 
@@ -71,6 +71,15 @@ train: $(STAMP)
 train-multi-cpu: $(STAMP)
 	$(BIN)/accelerate launch --config_file accelerate_configs/multi-cpu.yaml --num_processes $(NPROC) \
 		-m delphi.train $(RECIPE) $(TRAIN_SET) $(SET_ARGS)
+
+# Every recipe under SUITE (x SEEDS), to completion; rerun to finish: make suite SUITE=recipes/demo SEEDS="0 1" JOBS=2
+SUITE     ?= recipes/demo
+SEEDS     ?=
+JOBS      ?=
+
+# recipes/demo trains on the embedded corpus: its tokenizer and dataset are built first when missing
+suite: $(STAMP) $(if $(filter recipes/demo%,$(SUITE)),$(TOKENIZED)/delphi_dataset.json)
+	$(DELPHI) suite $(SUITE) $(if $(strip $(SEEDS)),--seeds $(SEEDS)) $(if $(strip $(JOBS)),--jobs $(JOBS)) $(SET_ARGS)
 
 validate: $(STAMP)
 	$(DELPHI) validate recipes

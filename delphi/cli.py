@@ -158,6 +158,12 @@ def _push(args: argparse.Namespace) -> None:
         raise DelphiError(f"{len(summary['failed'])} branch(es) failed to upload: {failed}")
 
 
+def _suite(args: argparse.Namespace) -> None:
+    from delphi.suite.cli import run
+
+    run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="delphi",
@@ -348,6 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also upload optimizer/scheduler/RNG state where a checkpoint still has it (to resume from the hub)",
     )
     p.set_defaults(func=_push)
+
+    from delphi.suite.cli import add_arguments as add_suite_arguments
+
+    p = sub.add_parser(
+        "suite",
+        help="train every run of a suite (recipes x seeds) to completion; rerun to finish; --status",
+        description="Train every recipe under PATH (x --seeds), each as its own `delphi train` process with "
+        "its log in its out_dir, up to --jobs at once. Complete runs are skipped, partial ones resume, a "
+        "failed one does not stop the others; rerunning the same command finishes the suite.",
+    )
+    add_suite_arguments(p)
+    p.set_defaults(func=_suite)
 
     return parser
 

@@ -12,7 +12,8 @@
     optimizer.pt  scheduler.pt  rng_state*.pth  scaler.pt      resume state (by default only in the newest)
     checkpoint.json                                            step, tokens seen, losses; written last
   checkpoint-{N}/          transformers' own checkpoint while it is being written (renamed to step{N})
-  .delphi.lock             held while a process trains this run
+  .delphi.lock             held while a process trains this run (delphi.run_status)
+  .delphi-attempt.json     how the last attempt a suite launched ended (delphi.suite)
   .delphi-replaced/        the previous run, kept aside by --overwrite until the new run's first checkpoint
 ```
 
@@ -42,6 +43,7 @@ TRAINER_CHECKPOINT_PREFIX = (
     "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR (see delphi.compat)
 )
 LOCK_FILE = ".delphi.lock"
+ATTEMPT_FILE = ".delphi-attempt.json"  # `delphi suite`'s record of a run's last attempt
 REPLACED_DIR = ".delphi-replaced"
 MAIN_BRANCH = "main"
 

@@ -222,7 +222,10 @@ def test_bad_cli_inputs_fail_before_any_work(stories_data, tmp_path, capsys):
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
         assert "delphi batches: error: " in error and match in error, (extra, error)
-    for bad_source, match in [(tmp_path / "missing.yaml", "no such file or directory: .*missing.yaml"), (tmp_path, "without")]:
+    for bad_source, match in [
+        (tmp_path / "missing.yaml", "no such file or directory: .*missing.yaml"),
+        (tmp_path, "without"),
+    ]:
         with pytest.raises(DelphiError, match=match):
             load_source_recipe(bad_source)
     with pytest.raises(DelphiError, match="cannot be imported"):

@@ -13,13 +13,12 @@ The rules, in the order they apply:
   fails before that, the old run is moved back; if the process is killed (Ctrl-C, SIGKILL), the next
   delphi command that opens the out_dir moves it back first.
 - A partial run resumes from its newest checkpoint that still has optimizer state.
-- One process trains an out_dir at a time (`.delphi.lock`, an flock held for the whole run).
+- One process trains an out_dir at a time (`.delphi.lock`, an flock held for the whole run:
+  `delphi.run_status.hold_run_lock`).
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import shutil
@@ -41,6 +40,7 @@ from delphi.layout import (
     run_entries,
 )
 from delphi.recipe import Recipe
+from delphi.run_status import is_complete_run, lock_holder
 
 log = logging.getLogger("delphi.train")
 
@@ -86,8 +86,7 @@ def plan_out_dir(recipe: Recipe, *, overwrite: bool) -> OutDirPlan:
             f"out_dir {str(out_dir)!r} already holds checkpoints up to {newest.name} and resume is 'never'; "
             "use resume: auto to continue, or --overwrite to start over"
         )
-    meta = read_checkpoint_meta(newest)
-    if meta.get("max_steps") is not None and newest_step >= meta["max_steps"]:
+    if is_complete_run(newest_step, read_checkpoint_meta(newest).get("max_steps")):
         return OutDirPlan("complete", final_checkpoint=str(newest))
     if explicit:
         return OutDirPlan("resume", explicit)
@@ -206,55 +205,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-# ---- one process per out_dir ----
-
-
-class RunLock:
-    """An exclusive flock on `{out_dir}/.delphi.lock` (holding the owner's pid), held while a run trains."""
-
-    def __init__(self, out_dir: Path):
-        self.path = Path(out_dir) / LOCK_FILE
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(self.fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise DelphiError(
-                    f"out_dir {str(out_dir)!r} is being trained by another process (pid {lock_holder(out_dir)})"
-                ) from e
-            raise
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{os.getpid()}\n".encode())
-
-    def release(self, *, remove: bool = True) -> None:
-        if self.fd < 0:
-            return
-        if remove:
-            self.path.unlink(missing_ok=True)
-        else:
-            os.ftruncate(self.fd, 0)
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-        self.fd = -1
-
-
-def lock_holder(out_dir: str | os.PathLike) -> int | None:
-    """The pid of the process training `out_dir` right now, or None (never creates the lock file)."""
-    path = Path(out_dir) / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            text = path.read_text().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)

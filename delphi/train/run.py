@@ -10,6 +10,7 @@ run is never touched again: rerunning it prints where it is and exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -210,10 +211,10 @@ def _warn_about_warmup(args, total: int) -> None:
 def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
     """Commit to the out_dir and train; undo the commit if the run stops before its first checkpoint."""
     from delphi.hub.publish import close_hub_uploader, open_hub_uploader
+    from delphi.run_status import hold_run_lock
     from delphi.train.callbacks import HubPublisher, OnFirstCheckpoint
     from delphi.train.checkpoints import disk_full_error, is_disk_full, remove_partial_checkpoint
     from delphi.train.outdir import (
-        RunLock,
         drop_set_aside_run,
         remove_failed_start,
         restore_set_aside_run,
@@ -223,11 +224,11 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
     out_dir = Path(recipe.out_dir)
     main = is_main_process()
     trainer = run.trainer
-    lock = uploader = None
+    lock = contextlib.ExitStack()  # one trainer per out_dir; `delphi suite --status` sees it running
+    uploader = None
     set_aside = False
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(out_dir)
+        lock.enter_context(hold_run_lock(out_dir))
         if plan.action == "overwrite":
             set_aside = bool(set_aside_run(out_dir))
         elif plan.action == "fresh":
@@ -276,10 +277,9 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
             if wandb.run is not None:
                 wandb.finish()  # flush: HF's callback leaves the run open for more logging
         hub_summary = close_hub_uploader(uploader, recipe, main_process=main) if main else None
-        if lock is not None:
-            lock.release()
-            if not existed and not any(out_dir.iterdir()):
-                out_dir.rmdir()  # a fresh out_dir that got no checkpoint goes back to not existing
+        lock.close()
+        if main and not existed and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a fresh out_dir that got no checkpoint goes back to not existing
     saved = list_checkpoints(out_dir)
     if main:
         log.info("done: %d checkpoints in %s", len(saved), out_dir)
