@@ -229,38 +229,41 @@ def check_shared_out_dir(out_dir: str | os.PathLike) -> None:
         )
 
 
-def check_parallelism(args, trainer) -> None:
+def check_parallelism(args, trainer=None) -> None:
     """Stop before training when FSDP or DeepSpeed was asked for but is not what would run.
 
     accelerate turns FSDP on only from its GPU modes, so on a CPU an FSDP config silently trains as
     plain data parallelism; a run that believes it shards but does not is worse than one that stops.
+    Called twice: with the TrainingArguments alone (before the Trainer, which would raise its own
+    error for FSDP in one process), and with the Trainer, which knows what accelerate enabled.
     """
+    import torch
+
     from delphi.errors import DelphiError
 
     truthy = ("1", "true", "yes")
     asked = []
     if args.fsdp:
-        asked.append(("FSDP", "training.fsdp", trainer.is_fsdp_enabled))
+        asked.append(("FSDP", "training.fsdp", "is_fsdp_enabled"))
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in truthy:
-        asked.append(("FSDP", "the accelerate config (distributed_type: FSDP)", trainer.is_fsdp_enabled))
+        asked.append(("FSDP", "the accelerate config (distributed_type: FSDP)", "is_fsdp_enabled"))
     if args.deepspeed:
-        asked.append(("DeepSpeed", "training.deepspeed", trainer.is_deepspeed_enabled))
+        asked.append(("DeepSpeed", "training.deepspeed", "is_deepspeed_enabled"))
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in truthy:
-        asked.append(("DeepSpeed", "the accelerate config", trainer.is_deepspeed_enabled))
-    for kind, source, running in asked:
-        if running:
+        asked.append(("DeepSpeed", "the accelerate config", "is_deepspeed_enabled"))
+    for kind, source, enabled in asked:
+        if not torch.cuda.is_available():
+            why = f"accelerate enables {kind} only on GPUs and this machine has none"
+        elif world_size() == 1 and kind == "FSDP":
+            why = "FSDP shards over several processes and this run has one"
+        elif trainer is not None and not getattr(trainer, enabled):
+            why = f"accelerate did not enable {kind}"
+        else:
             continue
-        import torch
-
         layout = (
             f"plain data parallelism (DDP) over {world_size()} processes"
             if world_size() > 1
             else "one process"
-        )
-        why = (
-            f"accelerate enables {kind} only on GPUs and this machine has none"
-            if not torch.cuda.is_available()
-            else f"accelerate did not enable {kind}"
         )
         raise DelphiError(
             f"{kind} was asked for ({source}) but this run would train as {layout} instead: {why}. On a CPU "

@@ -106,6 +106,7 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     if recipe.wandb:
         callbacks.append(RecipeToWandb(recipe))
 
+    check_parallelism(args)
     steps_per_epoch = len(train_ds) // recipe.batch_size
     total = training_steps(args, steps_per_epoch)
     schedule = recipe.checkpoints
