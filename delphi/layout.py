@@ -49,7 +49,7 @@ MAIN_BRANCH = "main"
 
 _STEP = re.compile(r"^step(\d+)$")
 # transformers' checkpoint folder (PREFIX_CHECKPOINT_DIR) and delphi's older temp names: unfinished saves
-_UNFINISHED = re.compile(r"^(checkpoint-\d+|\.step\d+\.(tmp|old))$")
+_UNFINISHED = re.compile(r"^(checkpoint-\d+|\.step\d+\.(tmp|old)|\.resume-step\d+)$")
 # transformers' file names for what only resuming needs
 _RESUME_STATE = re.compile(r"^(optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth)$")
 # everything a run writes into its out_dir (other files there, e.g. a suite's log, are not the run's)
@@ -118,7 +118,8 @@ def latest_resumable(out_dir: str | os.PathLike) -> Path | None:
 
 
 def unfinished_saves(out_dir: str | os.PathLike) -> list[Path]:
-    """Checkpoint folders a killed process left half-written (`checkpoint-N`, `.stepN.tmp`, `.stepN.old`)."""
+    """Folders a killed process left behind: half-written checkpoints (`checkpoint-N`, `.stepN.tmp`,
+    `.stepN.old`) and resume views (`.resume-stepN`, see delphi.train.resume)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []

@@ -195,3 +195,22 @@ def test_run_context_records_git_commit_and_dirty_flag(tmp_path):
     assert run_context(cwd=tmp_path)["git"]["dirty"] is False
     (tmp_path / "a.txt").write_text("2")
     assert run_context(cwd=tmp_path)["git"] == {"commit": state["commit"], "dirty": True}
+
+
+def test_a_step_folder_holds_the_weights_once(tmp_path):
+    """FSDP's second copy of the weights (pytorch_model_fsdp.bin) is not kept next to model.safetensors."""
+    temp = trainer_checkpoint_dir(tmp_path, 3)
+    temp.mkdir()
+    for name in (
+        "model.safetensors",
+        "pytorch_model_fsdp.bin",
+        "optimizer.bin",
+        "scheduler.pt",
+        "trainer_state.json",
+    ):
+        (temp / name).write_text("x")
+    final = finalize_checkpoint(temp, tmp_path, 3, run_files={}, meta={"step": 3})
+    assert sorted(p.name for p in final.iterdir()) == [
+        "checkpoint.json", "model.safetensors", "optimizer.bin", "scheduler.pt", "trainer_state.json",
+    ]  # fmt: skip
+    assert latest_resumable(tmp_path) == final

@@ -19,6 +19,7 @@ from delphi import atomic
 from delphi.errors import DelphiError
 from delphi.layout import (
     META_NAME,
+    WEIGHTS_FILE,
     checkpoint_dir,
     is_complete,
     is_resume_state,
@@ -27,6 +28,8 @@ from delphi.layout import (
 )
 
 logger = logging.getLogger(__name__)
+
+FSDP_WEIGHTS = "pytorch_model_fsdp.bin"  # accelerate's FSDP copy of the weights (delphi.train.resume)
 
 KEEP_OPTIMIZER = ("latest", "all", "none")  # where resume state is kept: newest checkpoint, every one, none
 
@@ -42,6 +45,10 @@ def finalize_checkpoint(
 ) -> Path:
     """Add `run_files` and `checkpoint.json` to Trainer's folder, rename it to `step{N}`, apply keep_optimizer."""
     trainer_dir = Path(trainer_dir)
+    if (trainer_dir / WEIGHTS_FILE).is_file():
+        (trainer_dir / FSDP_WEIGHTS).unlink(
+            missing_ok=True
+        )  # FSDP's second copy: a step holds its weights once
     for name, text in run_files.items():
         atomic.write_text(trainer_dir / name, text)
     if keep_optimizer == "none":

@@ -254,10 +254,19 @@ def check_parallelism(args, trainer=None) -> None:
     for kind, source, enabled in asked:
         if not torch.cuda.is_available():
             why = f"accelerate enables {kind} only on GPUs and this machine has none"
-        elif world_size() == 1 and kind == "FSDP":
-            why = "FSDP shards over several processes and this run has one"
+        elif kind == "FSDP" and "LOCAL_RANK" not in os.environ:
+            why = "FSDP needs a distributed launcher (accelerate launch or torchrun), even for one process"
         elif trainer is not None and not getattr(trainer, enabled):
             why = f"accelerate did not enable {kind}"
+        elif (
+            kind == "FSDP"
+            and trainer is not None
+            and "FULL_STATE_DICT" not in str(trainer.accelerator.state.fsdp_plugin.state_dict_type)
+        ):
+            raise DelphiError(
+                "FSDP runs need fsdp_state_dict_type: FULL_STATE_DICT (as accelerate_configs/fsdp.yaml has): "
+                "delphi's step folders hold the whole model and optimizer once, resumable on any layout"
+            )
         else:
             continue
         layout = (

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -255,20 +256,42 @@ class DelphiTrainer(Trainer):
                     f"no resumable checkpoint (step*/ with optimizer state) in {str(out_dir)!r}"
                 )
         self._wall_offset = 0.0
-        if resume_from_checkpoint:
-            self._wall_offset = self._check_resumable(Path(resume_from_checkpoint))
-            resume_from_checkpoint = str(resume_from_checkpoint)
-        else:
-            resume_from_checkpoint = None
         if self.args.should_save:
             remove_unfinished_saves(out_dir)
+        view = None
+        if resume_from_checkpoint:
+            self._wall_offset = self._check_resumable(Path(resume_from_checkpoint))
+            view = self._resume_view(Path(resume_from_checkpoint))
+            resume_from_checkpoint = str(view or resume_from_checkpoint)
+        else:
+            resume_from_checkpoint = None
         self._train_started = time.perf_counter()
-        return super().train(
-            resume_from_checkpoint=resume_from_checkpoint,
-            trial=trial,
-            ignore_keys_for_eval=ignore_keys_for_eval,
-            **kwargs,
-        )
+        try:
+            return super().train(
+                resume_from_checkpoint=resume_from_checkpoint,
+                trial=trial,
+                ignore_keys_for_eval=ignore_keys_for_eval,
+                **kwargs,
+            )
+        finally:
+            if view is not None and self.args.should_save:
+                shutil.rmtree(view, ignore_errors=True)
+
+    def _resume_view(self, folder: Path) -> Path | None:
+        """A resume view of `folder` when it was written by another process layout (delphi.train.resume)."""
+        from delphi.train.resume import build_resume_view, needs_view, resume_view_dir
+
+        fsdp = bool(self.is_fsdp_enabled)
+        if not needs_view(folder, fsdp):
+            return None
+        if self.args.should_save:
+            optimizer = self.create_optimizer()  # the groups Trainer will build, to translate the state
+            try:
+                build_resume_view(folder, self.model, optimizer, fsdp=fsdp)
+            finally:
+                self.optimizer = None
+        self.accelerator.wait_for_everyone()
+        return resume_view_dir(folder)
 
     def _check_resumable(self, folder: Path) -> float:
         """Refuse a folder this run cannot continue exactly; returns its wall-clock seconds so far."""
