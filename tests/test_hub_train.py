@@ -166,7 +166,8 @@ def test_unreachable_hub_stops_before_training_unless_offline_ok(data_root, tmp_
         out = tmp_path / "run"
         path = recipe_file(tmp_path / "r.yaml", data_root, out)
         with pytest.raises(
-            DelphiError, match=r"org/tiny.*could not be reached.*Nothing was trained.*offline_ok"
+            DelphiError,
+            match=r"could not be reached.*needed for model repo 'org/tiny'.*Nothing was trained.*offline_ok",
         ):
             train(load_recipe([path]))
         assert all_steps(out) == []

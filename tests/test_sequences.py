@@ -506,7 +506,7 @@ def test_unreachable_hub_fails_before_tokenizing(story_dir, tokenizer_dir, tmp_p
         start = time.monotonic()
         for out_dir in (tmp_path / "out", None):
             fails(
-                r"hub repo 'org/stories-tokens'.*could not be reached",
+                r"could not be reached.*needed for dataset repo 'org/stories-tokens'",
                 in_dataset=str(story_dir),
                 tokenizer=str(tokenizer_dir),
                 out_dir=out_dir,

@@ -10,8 +10,9 @@ import datasets
 import pytest
 
 from delphi import __version__
+from delphi.atomic import write_atomically
 from delphi.errors import DelphiError
-from delphi.stories import _write_atomically, generate_stories, generate_story, write_corpus
+from delphi.stories import generate_stories, generate_story, write_corpus
 
 WORD = re.compile(r"[a-z]+")
 
@@ -205,6 +206,6 @@ def test_interrupted_write_leaves_old_file_and_no_temp(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _write_atomically(path, write_half_then_fail)
+        write_atomically(path, write_half_then_fail)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["train-00000.parquet"]

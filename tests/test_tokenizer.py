@@ -132,7 +132,10 @@ def test_unreachable_hub_fails_before_training(text_dir, tmp_path, monkeypatch):
     importlib.reload(huggingface_hub.constants)  # the endpoint is read at import time
     try:
         _fails(
-            tmp_path, r"hub repo 'org/tok'.*could not be reached", source=str(text_dir), out_repo="org/tok"
+            tmp_path,
+            r"could not be reached.*needed for model repo 'org/tok'",
+            source=str(text_dir),
+            out_repo="org/tok",
         )
     finally:
         monkeypatch.undo()
