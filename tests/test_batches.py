@@ -114,6 +114,7 @@ def write_run_recipe(folder: Path, stories_data: Path, **overrides) -> Path:
     return write_recipe(folder / "order.yaml", stories_data, folder / "run", **(settings | overrides))
 
 
+@pytest.mark.slow
 def test_plan_tokens_and_text_from_a_recipe(stories_data, tmp_path):
     from delphi.tokenizer import load_tokenizer
     from delphi.train.data import load_token_split
@@ -203,6 +204,7 @@ def test_cli_parquet_table_sequence_and_stat(stories_data, tmp_path):
         }
 
 
+@pytest.mark.slow
 def test_bad_cli_inputs_fail_before_any_work(stories_data, tmp_path, capsys):
     from delphi.cli import main
 
@@ -233,6 +235,7 @@ def test_bad_cli_inputs_fail_before_any_work(stories_data, tmp_path, capsys):
     assert not list(tmp_path.glob("*.parquet")) and not list(tmp_path.glob("*.jsonl"))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")  # httpx, inside huggingface_hub
 def test_recipe_from_a_hub_repo_branch(hub_server, stories_data, tmp_path):
     from huggingface_hub import HfApi
@@ -390,6 +393,7 @@ def test_two_process_run_trained_on_what_delphi_batches_says(stories_data, tmp_p
     assert batches_parquet(recipe, tmp_path / "b.parquet") == trained  # the recipe file
 
 
+@pytest.mark.slow
 def test_recipe_as_saved_in_a_run_dir_gives_the_same_plan(stories_data, tmp_path):
     """A run directory's recipe.yaml (as `delphi train` writes it), or only a step folder's, is a source."""
     from delphi.recipe import load_recipe

@@ -27,6 +27,8 @@ from delphi.evaluate.curves import (
 )
 from delphi.layout import list_checkpoints, read_checkpoint_meta
 
+pytestmark = pytest.mark.slow  # trains real runs (see `make test-fast`)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -109,6 +109,7 @@ def max_abs_diff(weights: dict, reference: dict) -> float:
     return max((weights[k].double() - reference[k].double()).abs().max().item() for k in reference)
 
 
+@pytest.mark.slow
 def test_the_preset_holds_the_original_settings(tmp_path, case_data):
     """What the original ran (case.json, the suite's base.json values) is what the preset resolves to."""
     recipe = case_recipe(tmp_path, case_data)
@@ -164,6 +165,7 @@ def test_without_the_original_decay_groups_or_data_order_the_weights_differ(tmp_
 # ---- the recipe keys and the trainer hooks behind the preset ----
 
 
+@pytest.mark.slow
 def test_data_order_choices_are_the_samplers(tmp_path, case_data):
     assert typing.get_args(typing.get_type_hints(DataSection)["order"]) == DATA_ORDERS
     with pytest.raises(
@@ -209,6 +211,7 @@ def test_bad_trainer_settings_are_refused(tmp_path):
         _tiny_trainer(tmp_path, weight_decay_params="some")
 
 
+@pytest.mark.slow
 def test_tf32_is_dropped_with_a_reason_where_it_does_not_exist(tmp_path, case_data, caplog):
     recipe = case_recipe(tmp_path, case_data)
     if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8:

@@ -168,6 +168,7 @@ def test_peak_flops_override(monkeypatch):
             peak_flops_env()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("peak", ["1e12", None])
 def test_mfu_logged_next_to_tokens_per_second(stories_data, tmp_path, monkeypatch, peak):
     from tiny import write_recipe

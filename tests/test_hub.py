@@ -112,6 +112,7 @@ def test_private_repo_needs_the_token(hub_server, tmp_path, monkeypatch):
         ensure_repo("org/other")
 
 
+@pytest.mark.slow
 def test_tokenizer_and_dataset_round_trip_through_the_hub(hub_server, text_dir, tmp_path):
     import datasets
     from transformers import AutoTokenizer

@@ -24,7 +24,7 @@ from delphi.layout import list_checkpoints
 from delphi.recipe import load_recipe
 from delphi.train.run import train
 
-pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")]
 REPO = Path(__file__).resolve().parents[1]
 
 

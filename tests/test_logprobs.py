@@ -19,6 +19,8 @@ from delphi.errors import DelphiError
 from delphi.evaluate.logprobs import MARKER, load_logprobs, logprobs_for_checkpoints, token_logprobs
 from delphi.layout import read_checkpoint_meta
 
+pytestmark = pytest.mark.slow  # trains real runs (see `make test-fast`)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

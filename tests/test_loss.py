@@ -320,6 +320,7 @@ def train_tiny(out_dir, data_dir, *, fused, micro=2, accumulation=2, steps=4, **
     return losses, {n: p.detach().clone() for n, p in trainer.model.named_parameters()}, trainer
 
 
+@pytest.mark.slow
 def test_trainer_with_accumulation_trains_like_the_plain_path(tmp_path, token_dir):
     """The Trainer treats the patched forward as the model's own (num_items_in_batch, columns kept)."""
     plain_losses, plain_weights, plain = train_tiny(tmp_path / "p", token_dir, fused=False)
@@ -367,6 +368,7 @@ def test_two_process_ddp_same_losses_fused_or_not(tmp_path, token_dir):
         torch.testing.assert_close(fused_weights[name], value, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_recipe_switch_and_train_log(stories_data, tmp_path, caplog):
     """`fused_loss` is on by default; off gives the plain path; a run may resume with it changed."""
     from delphi.train.run import train

@@ -158,6 +158,7 @@ def triton_scan():
     return importlib.import_module("delphi.mamba.triton_scan")
 
 
+@pytest.mark.slow
 def test_triton_kernels_under_the_interpreter():
     if INTERPRETED:
         pytest.skip("this is the interpreted run")
@@ -320,6 +321,7 @@ def test_the_recipe_option_is_validated(tmp_path):
 # ---------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_a_run_trained_with_the_chunked_scan_saves_a_plain_checkpoint(
     stories_data, tmp_path, caplog, monkeypatch
 ):

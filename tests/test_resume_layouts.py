@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from tiny import write_recipe
@@ -64,6 +65,7 @@ def test_optimizer_state_translates_both_ways_exactly():
             assert torch.equal(back["state"][index][key], value), (index, key)
 
 
+@pytest.mark.slow
 def test_a_step_folder_with_fsdps_optimizer_file_resumes_without_fsdp(stories_data, tmp_path, monkeypatch):
     (tmp_path / "stopcb.py").write_text(STOP_AT_5)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -203,6 +203,7 @@ def test_dataset_matches_reference_on_real_text(
         assert info["sequences"] * (seq_len - 2) + 1 + info["dropped_tokens"] == info["tokens"]
 
 
+@pytest.mark.slow
 def test_output_does_not_depend_on_batch_or_chunk_size(story_dir, tokenizer_dir, tmp_path):
     outputs = {}
     for batch_size, chunk_size in [(1, 10_000), (7, 13), (1000, 50), (3, 1)]:
@@ -340,6 +341,7 @@ def test_split_too_short_for_one_sequence_is_refused(tokenizer_dir, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_tinystories_validation_matches_reference(tinystories, tmp_path):
     from transformers import AutoTokenizer
 

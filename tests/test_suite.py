@@ -68,6 +68,7 @@ def status_rows(table: str) -> dict[str, list[str]]:
 # ---------------------------------------------------------------- planning (no training)
 
 
+@pytest.mark.slow
 def test_seeds_expand_names_out_dirs_and_seeds(stories_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "suite").mkdir()
@@ -101,6 +102,7 @@ def test_seeds_expand_names_out_dirs_and_seeds(stories_data, tmp_path, monkeypat
         plan_suite(["suite"], only=["zz*"])
 
 
+@pytest.mark.slow
 def test_bad_suites_are_refused_before_anything_starts(stories_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s").mkdir()
@@ -159,6 +161,7 @@ def test_missing_submitit_names_the_extra(monkeypatch):
 # ---------------------------------------------------------------- run_status and the run lock
 
 
+@pytest.mark.slow
 def test_run_lock_marks_a_run_running_and_dies_with_its_process(tmp_path):
     out = tmp_path / "run"
     assert not is_running(out) and run_status(out).state == PENDING
@@ -186,6 +189,7 @@ def test_run_lock_marks_a_run_running_and_dies_with_its_process(tmp_path):
     assert not is_running(out), "a killed trainer must not leave a stale lock"
 
 
+@pytest.mark.slow
 def test_train_holds_the_lock_and_run_status_reads_the_run(stories_data, tmp_path):
     import torch
     from transformers import TrainerCallback
@@ -231,6 +235,7 @@ def test_train_holds_the_lock_and_run_status_reads_the_run(stories_data, tmp_pat
     assert run_status(out).state == PENDING
 
 
+@pytest.mark.slow
 def test_status_counts_the_step_branches_published_on_the_hub(
     hub_server, stories_data, tmp_path, monkeypatch
 ):

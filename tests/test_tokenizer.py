@@ -20,6 +20,7 @@ def stories_tokenizer(tinystories, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_tinystories_tokenizer_roundtrips_every_validation_story(stories_tokenizer, tinystories):
     from transformers import AutoTokenizer
 
@@ -41,6 +42,7 @@ def test_tinystories_tokenizer_roundtrips_every_validation_story(stories_tokeniz
     assert n_tokens < n_bytes / 3
 
 
+@pytest.mark.slow
 def test_loading_and_decoding_print_no_warnings(stories_tokenizer, caplog, capfd):
     from transformers import AutoTokenizer
 
@@ -55,12 +57,14 @@ def test_loading_and_decoding_print_no_warnings(stories_tokenizer, caplog, capfd
     assert "warn" not in err.lower(), err
 
 
+@pytest.mark.slow
 def test_arbitrary_unicode_roundtrips(stories_tokenizer):
     tok = load_tokenizer(stories_tokenizer)
     for text in ["", " ", "naïve café – “quotes” 😀 日本語", "\t\ttabs\r\nand CRLF", "â€œmojibakeâ€\x9d"]:
         assert tok.decode(tok(text)["input_ids"]) == text
 
 
+@pytest.mark.slow
 def test_cli_trains_on_sliced_split(text_dir, tmp_path):
     out = tmp_path / "tok"
     proc = subprocess.run(
@@ -153,6 +157,7 @@ def test_refuses_to_replace_existing_tokenizer(text_dir, tmp_path):
     assert len(load_tokenizer(out)) <= 280
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_clean_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "delphi", "tokenizer", "-i", str(tmp_path / "nope"), "-f", "story",

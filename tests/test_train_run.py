@@ -24,6 +24,7 @@ from delphi.layout import list_checkpoints, read_checkpoint_meta
 from delphi.recipe import load_recipe
 from delphi.train.run import train
 
+pytestmark = pytest.mark.slow  # trains real runs (see `make test-fast`)
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "hf_" + "S3cr3tT0k3nThatMustNeverBeWritten01"
 

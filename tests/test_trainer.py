@@ -195,6 +195,7 @@ def test_checkpoints_at_scheduled_steps_with_everything_needed(tmp_path, data, t
     assert "grad_norm" in logged
 
 
+@pytest.mark.slow
 def test_keep_optimizer_all_and_none(tmp_path, data, tokenizer):
     make_trainer(tmp_path / "all", data, tokenizer, steps=[2], max_steps=3, keep_optimizer="all").train()
     assert all((folder / "optimizer.pt").exists() for _, folder in list_checkpoints(tmp_path / "all"))
@@ -203,6 +204,7 @@ def test_keep_optimizer_all_and_none(tmp_path, data, tokenizer):
     assert latest_resumable(tmp_path / "none") is None
 
 
+@pytest.mark.slow
 def test_identical_runs_give_identical_weights(tmp_path, data, tokenizer):
     first = make_trainer(tmp_path / "a", data, tokenizer, model=tiny_llama(dropout=0.1))
     first.train()
@@ -216,6 +218,7 @@ def test_identical_runs_give_identical_weights(tmp_path, data, tokenizer):
     assert not torch.equal(first.model.lm_head.weight, other_data_seed.model.lm_head.weight)
 
 
+@pytest.mark.slow
 def test_dataloader_workers_and_drop_last_do_not_change_training(tmp_path, data, tokenizer):
     plain = make_trainer(tmp_path / "plain", data, tokenizer, eval_data=False, max_steps=3)
     plain.train()
@@ -232,6 +235,7 @@ def test_dataloader_workers_and_drop_last_do_not_change_training(tmp_path, data,
     assert_bitwise_equal(weights(workers.model), weights(plain.model))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [3, 5, 6])  # mid-epoch, at the epoch's end (5 steps/epoch), in epoch 2
 def test_resume_equals_uninterrupted(tmp_path, data, tokenizer, stop_at):
     settings = {"max_steps": 8, "steps": [3, 5, 6]}
@@ -275,6 +279,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, data, tokenizer):
         )
 
 
+@pytest.mark.slow
 def test_interrupted_saves_are_ignored_and_cleaned(tmp_path, data, tokenizer):
     make_trainer(tmp_path, data, tokenizer, steps=[2], max_steps=3).train()
     # a run killed while writing step 5 and a half-copied step 4 without checkpoint.json
@@ -330,6 +335,7 @@ def test_training_loss_is_next_token_cross_entropy(tmp_path, data, tokenizer):
     assert first["loss"] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, data, tokenizer):
     """One SGD step on 8 sequences: one micro-batch of 8 == 4 accumulated micro-batches of 2."""
     results = []

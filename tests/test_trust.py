@@ -26,6 +26,7 @@ from delphi.layout import REPLACED_DIR, list_checkpoints
 from delphi.recipe import load_recipe
 from delphi.train.run import train
 
+pytestmark = pytest.mark.slow  # trains real runs (see `make test-fast`)
 REPO = Path(__file__).resolve().parents[1]
 DELPHI = Path(sys.executable).with_name("delphi")  # the console script of this environment
 
