@@ -57,10 +57,11 @@ EXECUTION_TRAINING_KEYS = frozenset(
         "log_level_replica", "log_on_each_node", "report_to", "run_name", "disable_tqdm", "project",
         "trackio_space_id", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers",
         "dataloader_prefetch_factor", "dataloader_multiprocessing_context", "dataloader_in_order",
-        "torch_compile", "torch_compile_backend", "torch_compile_mode", "tf32", "ddp_timeout",
+        "torch_compile", "torch_compile_backend", "torch_compile_mode", "ddp_timeout",
         "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_backend",
-        "fsdp", "fsdp_config", "deepspeed", "accelerator_config", "save_on_each_node", "use_cpu",
-        "skip_memory_metrics", "include_num_input_tokens_seen", "include_tokens_per_second",
+        "fsdp", "fsdp_config", "deepspeed", "accelerator_config", "use_cpu", "gradient_checkpointing",
+        "gradient_checkpointing_kwargs", "skip_memory_metrics", "include_num_input_tokens_seen",
+        "include_tokens_per_second",
     }
 )  # fmt: skip
 
@@ -221,6 +222,7 @@ class Recipe:
             save_strategy="no",  # DelphiTrainer saves and evaluates at the checkpoint schedule
             eval_strategy="no",
             save_only_model=self.checkpoints.keep_optimizer == "none",
+            save_on_each_node=False,
         )
         assert set(settings) <= set(DELPHI_CONTROLLED), set(settings) - set(DELPHI_CONTROLLED)
         if not torch.cuda.is_available():
@@ -475,6 +477,7 @@ DELPHI_CONTROLLED = {
     "hub_token": "hub (log in with `hf auth login`)",
     "hub_always_push": "hub",
     "hub_revision": "hub",
+    "save_on_each_node": "a shared out_dir (only process 0 writes checkpoints; every machine must see them)",
 }
 
 

@@ -154,7 +154,10 @@ def is_done(out_dir: str | os.PathLike, *, max_steps: int | None = None) -> bool
 def lock_holder(out_dir: str | os.PathLike) -> int | None:
     """The pid of the process training `out_dir` (-1 if it did not write it yet), or None if none is.
 
-    Probes the lock without creating anything (a read-only open; flock needs no write access).
+    Probes the lock without creating anything: a read-only open and a *shared* non-blocking flock,
+    which conflicts with the trainer's exclusive lock and, unlike an exclusive one, needs no write
+    access (on NFS, flock is a POSIX lock, and an exclusive one needs a file opened for writing).
+    A file system that cannot lock at all answers None (nothing can be known to hold it).
     """
     path = Path(out_dir) / LOCK_NAME
     try:
@@ -163,12 +166,14 @@ def lock_holder(out_dir: str | os.PathLike) -> int | None:
         return None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
                 return int(path.read_text().strip() or "-1")
             except (OSError, ValueError):
                 return -1
+        except OSError:  # ENOLCK / ENOSYS: no flock on this file system
+            return None
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
@@ -190,9 +195,12 @@ def hold_run_lock(out_dir: str | os.PathLike, *, wait: float = 2.0) -> Iterator[
     the file a killed process leaves is removed by the next `delphi train` of that out_dir.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise DelphiError(f"cannot write to out_dir {str(out)!r}: {e.strerror or e}") from e
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -207,6 +215,11 @@ def hold_run_lock(out_dir: str | os.PathLike, *, wait: float = 2.0) -> Iterator[
                         f"out_dir {str(out)!r} is being trained by another process ({pid})"
                     ) from None
                 time.sleep(0.05)
+            except OSError as e:
+                raise DelphiError(
+                    f"cannot lock {str(path)!r} ({e.strerror or e}): delphi needs a file system with working "
+                    "flock for out_dir (local disks, NFSv4; Lustre mounted with flock)"
+                ) from e
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         held = True

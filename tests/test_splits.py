@@ -18,6 +18,7 @@ def test_hub_id_only_when_not_a_local_path(tmp_path, monkeypatch):
     (tmp_path / "org").mkdir()
     (tmp_path / "org" / "name").mkdir()
     assert not is_hub_id("org/name")
+    assert not is_hub_id("org/other")  # its first part is a local directory: a path, mistyped
 
 
 def test_directory_split_and_slicing(text_dir):

@@ -463,3 +463,11 @@ def test_a_run_over_two_devices_is_launched_through_accelerate(stories_data, tmp
         "global batch 8 = 2 process(es) x 2 micro x 2 accumulation"
         in (tmp_path / "out" / "a" / "train.log").read_text()
     )
+
+
+def test_devices_are_taken_from_the_allocation_the_suite_was_given():
+    from delphi.suite.launch import visible_devices
+
+    assert visible_devices([0, 1], {"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    assert visible_devices([1], {"CUDA_VISIBLE_DEVICES": "GPU-aa, GPU-bb"}) == ["GPU-bb"]
+    assert visible_devices([0, 1], {}) == ["0", "1"]

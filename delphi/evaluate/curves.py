@@ -137,14 +137,20 @@ class Line:
 
 
 def group_lines(curves: list[Curve]) -> list[Line]:
-    """One line per recipe (curves sharing an identity), in order of first appearance.
+    """One line per recipe (curves sharing a name, seed suffix aside, and an identity), in order of first
+    appearance.
 
     A recipe's line is its seeds' mean at the tokens every seed has a checkpoint for; a run without a
     saved recipe is its own line. Labels are recipe names, with the source added where two differ.
     """
     groups: dict[str, list[Curve]] = {}
     for curve in curves:
-        key = curve.identity if curve.identity is not None else f"source:{curve.source}"
+        # one recipe = the same name (seed suffix aside) and the same computation apart from the seeds
+        key = (
+            f"{curve.recipe_name}|{curve.identity}"
+            if curve.identity is not None
+            else f"source:{curve.source}"
+        )
         groups.setdefault(key, []).append(curve)
     labels = [members[0].recipe_name if len(members) > 1 else members[0].name for members in groups.values()]
     lines = []

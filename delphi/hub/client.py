@@ -256,7 +256,7 @@ def publish_folder(
         return "unchanged"
     if before is None:
         api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
-        before = {}
+        before = remote_files(repo_id, branch, repo_type=repo_type) or {}  # a new branch starts as main
     stale = [p for p in before if p not in local and p not in HUB_MANAGED and not tolerated_extra(p)]
     api.upload_folder(
         folder_path=str(folder),

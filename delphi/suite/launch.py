@@ -58,9 +58,20 @@ def run_env(threads: int | None, devices: list[int] | None) -> dict[str, str]:
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(visible_devices(devices))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
+
+
+def visible_devices(devices: list[int], environ: dict | None = None) -> list[str]:
+    """The suite's device numbers (0..n-1 of what this process sees) as CUDA_VISIBLE_DEVICES entries.
+
+    Inside a scheduler's allocation (CUDA_VISIBLE_DEVICES=2,3, or GPU UUIDs / MIG ids) device 0 is the
+    first entry of that list, not physical GPU 0, which may belong to someone else.
+    """
+    environ = os.environ if environ is None else environ
+    inherited = [d.strip() for d in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return [inherited[i] if i < len(inherited) else str(i) for i in devices]
 
 
 def _now() -> str:

@@ -73,11 +73,21 @@ def drop_resume_state(folder: str | os.PathLike) -> list[str]:
 
 
 def remove_unfinished_saves(out_dir: str | os.PathLike) -> list[Path]:
-    """Delete checkpoint folders a killed process left half-written; returns what was removed."""
-    stale = unfinished_saves(out_dir)
-    for folder in stale:
+    """Delete what a killed process left half-written; returns what was removed.
+
+    One exception: a complete `.stepN.old` whose `stepN` is missing is a checkpoint caught between the
+    two renames of `atomic.replace_dir`; it is put back, not deleted.
+    """
+    stale = []
+    for folder in unfinished_saves(out_dir):
+        original = folder.with_name(folder.name[1:].removesuffix(".old"))
+        if folder.name.endswith(".old") and is_complete(folder) and not original.exists():
+            os.replace(folder, original)
+            logger.info("restored checkpoint %s (a replacement was interrupted)", original)
+            continue
         logger.info("removing unfinished checkpoint %s", folder)
         shutil.rmtree(folder, ignore_errors=True)
+        stale.append(folder)
     return stale
 
 

@@ -204,17 +204,20 @@ def check_shared_out_dir(out_dir: str | os.PathLike) -> None:
     import torch.distributed as dist
 
     out_dir = Path(out_dir)
-    token = agree(lambda: secrets.token_hex(8))
-    marker = out_dir / f".delphi-shared-{token}"
+    marker = out_dir / f".delphi-shared-{agree(lambda: secrets.token_hex(8))}"
     main = dist.get_rank() == 0
-    created = False
-    if main:
-        created = not out_dir.exists()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text("written by process 0 to check that every process sees this out_dir\n")
-    dist.barrier()
+    created = not out_dir.exists() if main else False
+
+    def write_marker() -> None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            marker.write_text("written by process 0 to check that every process sees this out_dir\n")
+        except OSError as e:
+            raise DelphiError(f"cannot write to out_dir {str(out_dir)!r}: {e.strerror or e}") from e
+
+    agree(write_marker)  # every process hears of a failure, and knows the marker is there
     seen: list = [None] * dist.get_world_size()
-    dist.all_gather_object(seen, marker.exists())
+    dist.all_gather_object(seen, _sees(marker))
     dist.barrier()
     if main:
         marker.unlink(missing_ok=True)
@@ -227,6 +230,25 @@ def check_shared_out_dir(out_dir: str | os.PathLike) -> None:
             "there (separate disks?). Every machine of a run must see the same out_dir: put it on a "
             "filesystem all machines share (NFS, Lustre, a cluster's shared home or scratch)"
         )
+
+
+def _sees(marker: Path, patience: float = 10.0) -> bool:
+    """Whether this machine sees `marker`, looking again for a few seconds: a network file system may
+    answer from a cache that predates the file (listing the directory makes it look again)."""
+    import time
+
+    deadline = time.monotonic() + patience
+    while True:
+        for folder in (marker.parent.parent, marker.parent):
+            try:
+                os.listdir(folder)
+            except OSError:
+                pass
+        if marker.exists():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def check_parallelism(args, trainer=None) -> None:

@@ -19,9 +19,12 @@ The rules, in the order they apply:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,14 +68,14 @@ def plan_out_dir(recipe: Recipe, *, overwrite: bool) -> OutDirPlan:
             f"out_dir {str(out_dir)!r} is being trained by another process (pid {lock_holder(out_dir)}); "
             "wait for it to finish, or choose another out_dir"
         )
-    recover_set_aside_run(out_dir)
+    recover_set_aside_run(out_dir, keep=recipe_files(recipe))
     (out_dir / LOCK_FILE).unlink(missing_ok=True)  # left by a killed process (nobody holds it: checked above)
     existing = list_checkpoints(out_dir)
-    explicit = explicit_resume(recipe)
     if not existing:
+        explicit = explicit_resume(recipe)
         return OutDirPlan("resume" if explicit else "fresh", explicit)
     if overwrite:
-        return OutDirPlan("overwrite", explicit)
+        return OutDirPlan("overwrite", explicit_resume(recipe))
     changes = saved_run_changes(out_dir, existing, recipe)
     if changes:
         raise DelphiError(
@@ -88,15 +91,21 @@ def plan_out_dir(recipe: Recipe, *, overwrite: bool) -> OutDirPlan:
         )
     if is_complete_run(newest_step, read_checkpoint_meta(newest).get("max_steps")):
         return OutDirPlan("complete", final_checkpoint=str(newest))
+    resumable = latest_resumable(out_dir)
+    if resumable is not None:  # progress made here wins over an explicit `resume:` it started from
+        return OutDirPlan("resume", str(resumable))
+    explicit = explicit_resume(recipe)
     if explicit:
         return OutDirPlan("resume", explicit)
-    resumable = latest_resumable(out_dir)
-    if resumable is None:
-        raise DelphiError(
-            f"out_dir {str(out_dir)!r} holds checkpoints up to {newest.name}, but none keeps the optimizer "
-            "state needed to continue (checkpoints.keep_optimizer: none); pass --overwrite to train from scratch"
-        )
-    return OutDirPlan("resume", str(resumable))
+    raise DelphiError(
+        f"out_dir {str(out_dir)!r} holds checkpoints up to {newest.name}, but none keeps the optimizer "
+        "state needed to continue (checkpoints.keep_optimizer: none); pass --overwrite to train from scratch"
+    )
+
+
+def recipe_files(recipe: Recipe) -> tuple[Path, ...]:
+    """The files the recipe was read from: never a run's own files, even inside its out_dir."""
+    return tuple(Path(source) for source in recipe.sources if not source.startswith("--set "))
 
 
 def saved_run_changes(out_dir: Path, existing: list, recipe: Recipe) -> list[str]:
@@ -148,55 +157,78 @@ def explicit_resume(recipe: Recipe) -> str | None:
 
 
 # ---- the set-aside run of --overwrite ----
+#
+# The aside folder records how far things got, so that whatever interrupts them (an exception, a
+# signal, SIGKILL, a power cut), the next start finishes or undoes exactly the right thing:
+#   no `.complete`           the old run was being set aside: move back what was moved, delete nothing
+#   `.complete`              the new run was training: delete what it wrote, move the old run back
+#   `.committed`             the new run has a checkpoint: delete the old run
+# SIGINT and SIGTERM are held back while entries move, so only SIGKILL can stop a move half-way.
+
+_COMPLETE, _COMMITTED = ".complete", ".committed"
 
 
-def set_aside_run(out_dir: Path) -> list[str]:
+def _entries(out_dir: Path, keep: tuple[Path, ...]) -> list[Path]:
+    """The run's entries in out_dir, never a file of `keep` (e.g. the recipe the user is training from)."""
+    kept = {p.resolve() for p in keep}
+    return [entry for entry in run_entries(out_dir) if entry.resolve() not in kept]
+
+
+def set_aside_run(out_dir: Path, keep: tuple[Path, ...] = ()) -> list[str]:
     """Move the run's entries (step folders, recipe.yaml, ...) into `.delphi-replaced/`; returns their names."""
     aside = out_dir / REPLACED_DIR
-    aside.mkdir(exist_ok=True)
-    moved = []
-    for entry in run_entries(out_dir):
-        os.replace(entry, aside / entry.name)
-        moved.append(entry.name)
+    with _signals_held():
+        aside.mkdir(exist_ok=True)
+        moved = []
+        for entry in _entries(out_dir, keep):
+            os.replace(entry, aside / entry.name)
+            moved.append(entry.name)
+        (aside / _COMPLETE).touch()
     log.info(
         "--overwrite: the previous run (%d entries) is set aside until the first new checkpoint", len(moved)
     )
     return moved
 
 
-def restore_set_aside_run(out_dir: Path) -> None:
+def restore_set_aside_run(out_dir: Path, keep: tuple[Path, ...] = ()) -> None:
     """Put a set-aside run back in place of whatever the new run wrote (it had no checkpoint yet)."""
     aside = out_dir / REPLACED_DIR
-    for entry in run_entries(out_dir):
-        _remove(entry)
-    for entry in sorted(aside.iterdir()):
-        os.replace(entry, out_dir / entry.name)
-    aside.rmdir()
+    with _signals_held():
+        if (aside / _COMPLETE).exists():
+            for entry in _entries(out_dir, keep):
+                _remove(entry)
+            (aside / _COMPLETE).unlink()  # from here on, out_dir holds only entries of the old run
+        for entry in sorted(aside.iterdir()):
+            os.replace(entry, out_dir / entry.name)
+        aside.rmdir()
     log.warning("the new run stopped before its first checkpoint: the previous run in %s is back", out_dir)
 
 
 def drop_set_aside_run(out_dir: Path) -> None:
+    """The new run has written its first checkpoint: the old run goes for good."""
     aside = out_dir / REPLACED_DIR
     if aside.exists():
+        (aside / _COMMITTED).touch()
         shutil.rmtree(aside)
         log.info("the new run has a checkpoint: deleted the previous run it replaced")
 
 
-def recover_set_aside_run(out_dir: Path) -> None:
-    """Finish what a killed `--overwrite` left: move the old run back, or drop it if the new one had begun."""
-    if not (out_dir / REPLACED_DIR).is_dir():
+def recover_set_aside_run(out_dir: Path, keep: tuple[Path, ...] = ()) -> None:
+    """Finish what an interrupted `--overwrite` left (see the states above)."""
+    aside = out_dir / REPLACED_DIR
+    if not aside.is_dir():
         return
-    if list_checkpoints(out_dir):
-        drop_set_aside_run(out_dir)
+    if (aside / _COMMITTED).exists():
+        shutil.rmtree(aside)
     else:
-        restore_set_aside_run(out_dir)
+        restore_set_aside_run(out_dir, keep)
 
 
-def remove_failed_start(out_dir: Path) -> None:
+def remove_failed_start(out_dir: Path, keep: tuple[Path, ...] = ()) -> None:
     """Remove what a run that stopped before its first checkpoint wrote (never another run's files)."""
     if list_checkpoints(out_dir):
         return
-    for entry in run_entries(out_dir):
+    for entry in _entries(out_dir, keep):
         _remove(entry)
 
 
@@ -205,3 +237,17 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM back (main thread) until the block is done; they arrive right after it."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -7,7 +7,7 @@ A step folder keeps the weights once (`model.safetensors`: the FSDP copy is drop
 finalized) and whichever optimizer format its run wrote. To resume under another layout, delphi builds
 a *resume view* beside it (`.resume-step{N}/`: hard links to its files, plus what this layout reads,
 converted with torch's own `torch.distributed.checkpoint.state_dict` functions) and hands that to
-Trainer; the step folder itself is never changed, and the view is removed once training has started.
+Trainer; the step folder itself is never changed, and the view is removed when training ends.
 Everything that decides the data order (step, epoch, seed) is in `trainer_state.json` and
 `checkpoint.json`, identical in every layout.
 """

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from delphi.errors import DelphiError
-from delphi.layout import RECIPE_FILE, RUN_CONTEXT_FILE, list_checkpoints, read_checkpoint_meta
+from delphi.layout import RECIPE_FILE, REPLACED_DIR, RUN_CONTEXT_FILE, list_checkpoints, read_checkpoint_meta
 from delphi.recipe import Recipe
 from delphi.train.distributed import agree, end_processes, is_main_process, world_size
 
@@ -217,6 +217,7 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
     from delphi.train.checkpoints import disk_full_error, is_disk_full, remove_partial_checkpoint
     from delphi.train.outdir import (
         drop_set_aside_run,
+        recipe_files,
         remove_failed_start,
         restore_set_aside_run,
         set_aside_run,
@@ -228,12 +229,25 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
     lock = contextlib.ExitStack()  # one trainer per out_dir; `delphi suite --status` sees it running
     uploader = None
     set_aside = False
-    if main:
+    keep = recipe_files(recipe)
+
+    def take_out_dir() -> bool:
+        """Main process: lock the out_dir and set a replaced run aside (every process hears how it went)."""
         lock.enter_context(hold_run_lock(out_dir))
         if plan.action == "overwrite":
-            set_aside = bool(set_aside_run(out_dir))
-        elif plan.action == "fresh":
-            remove_failed_start(out_dir)  # a recipe.yaml or unfinished save of an earlier failed start
+            return bool(set_aside_run(out_dir, keep))
+        if plan.action == "fresh":
+            remove_failed_start(out_dir, keep)  # a recipe.yaml or unfinished save of an earlier failed start
+        return False
+
+    try:
+        set_aside = agree(take_out_dir)
+    except BaseException:
+        lock.close()
+        if main and (out_dir / REPLACED_DIR).is_dir():
+            restore_set_aside_run(out_dir, keep)
+        raise
+    if main:
 
         def commit(first_checkpoint: Path) -> None:
             from delphi import atomic
@@ -251,9 +265,9 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
     except BaseException as error:
         if main:
             if not list_checkpoints(out_dir):
-                remove_failed_start(out_dir)
+                remove_failed_start(out_dir, keep)
                 if set_aside:
-                    restore_set_aside_run(out_dir)
+                    restore_set_aside_run(out_dir, keep)
         if is_disk_full(error, out_dir):
             if main:
                 remove_partial_checkpoint(out_dir, trainer.state.global_step)
