@@ -20,7 +20,11 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def looks_like_path(text: str) -> bool:
-    return text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text)
+    """Starts with `.`, `/` or `~`, has more than one `/`, or its first part is a local directory."""
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text):
+        return True
+    first, sep, _ = text.partition("/")
+    return bool(sep) and os.path.isdir(first)
 
 
 def is_hub_id(text: str) -> bool:
