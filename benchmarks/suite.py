@@ -3,12 +3,15 @@
     python benchmarks/suite.py                   # all measurements
     python benchmarks/suite.py --steps 60        # longer runs (less weight on process start-up)
 
-`delphi suite` vs a loop: four tiny recipes x 2 seeds trained by `delphi suite --jobs 2`, against
+(1) `delphi suite` vs a loop: four tiny recipes x 2 seeds trained by `delphi suite --jobs 2`, against
 the same eight runs trained one after another by a plain `for ...; do delphi train ...; done` loop
 (default threads, as a user's shell loop would run them). Prints both wall times and the ratio;
 the target is suite / loop <= 0.75 on a 2-core machine. Both train on the embedded story corpus,
 tokenized here once, so nothing is downloaded. Other load on the machine makes both slower: run it
 on a quiet machine, or read the ratio as noisy.
+
+(2) `delphi batches` over every step of a 10-epoch stories-sized index (900k sequences, batch 256): the
+seconds taken, by the functions and by the command (benchmarks/batches.py, which also runs alone).
 """
 
 from __future__ import annotations
@@ -166,16 +169,25 @@ def main() -> None:
         help="OMP_NUM_THREADS for the loop's runs (default: unset, torch's default)",
     )
     parser.add_argument("--keep", help="keep the workspace in this folder instead of a temporary one")
+    parser.add_argument("--only", choices=["suite", "batches"], help="run one of the two measurements")
     args = parser.parse_args()
 
-    root = Path(args.keep or tempfile.mkdtemp(prefix="delphi-suite-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        recipes = prepare(root, args.steps)
-        suite_vs_loop(root, recipes, args.jobs, args.loop_threads)
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+    if args.only != "batches":
+        print("(1) delphi suite against a delphi train loop")
+        root = Path(args.keep or tempfile.mkdtemp(prefix="delphi-suite-bench-"))
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            recipes = prepare(root, args.steps)
+            suite_vs_loop(root, recipes, args.jobs, args.loop_threads)
+        finally:
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+    if args.only != "suite":
+        print("(2) delphi batches over a 10-epoch stories-sized index")
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import batches
+
+        batches.main(["--repeats", "1"])
 
 
 if __name__ == "__main__":
