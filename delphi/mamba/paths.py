@@ -3,13 +3,15 @@
 Each `MambaMixer` gets its own `forward` (transformers' forward with the scan swapped in, see
 `mixer.py`) and a `scan_path` attribute; parameters, buffers, state dict and config are untouched, so
 checkpoints stay plain `MambaForCausalLM` that load anywhere with `from_pretrained`, where they run
-transformers' own path.
+transformers' own path. `scan_paths_in_use(model)` says which scan actually ran, per device and dtype.
 
 - auto: cuda-kernels on a CUDA device when mamba-ssm is installed, else triton on a CUDA device when
   triton is installed, else chunked. Decided per call from the input's device, since the Trainer moves
   the model after it is built.
 - cuda-kernels: transformers' own forward, which uses mamba-ssm's fused CUDA kernels.
-- triton: delphi's Triton kernels (CUDA; or anywhere under TRITON_INTERPRET=1, slowly).
+- triton: delphi's Triton kernels (CUDA; or anywhere under TRITON_INTERPRET=1, slowly). Checked against
+  the chunked scan on first use per device and dtype (`selfcheck.py`); on a failure, one warning and the
+  chunked scan instead.
 - chunked: delphi's chunked scan in plain PyTorch, for CPU and any device.
 - mambapy: transformers' scan with mamba.py's parallel scan.
 - reference: transformers' sequential scan, one step at a time.
@@ -17,6 +19,7 @@ transformers' own path.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib.util
 import inspect
@@ -33,6 +36,9 @@ logger = logging.getLogger("delphi.mamba")
 
 SCAN_PATHS = ("auto", "cuda-kernels", "triton", "chunked", "mambapy", "reference")
 _logged: set[tuple[str, str]] = set()
+_warned: set[tuple[str, torch.dtype]] = set()
+# the mixer whose forward is running, for the scan that forward calls (one per thread / task)
+_running_mixer: contextvars.ContextVar = contextvars.ContextVar("delphi_mamba_mixer")
 
 
 def triton_interpreted() -> bool:
@@ -102,14 +108,18 @@ def apply_scan_path(model: torch.nn.Module, path: str = "auto") -> int:
 
     Checks `path` first (DelphiError), so a recipe asking for what this machine lacks fails before training.
     """
-    from transformers.models.mamba.modeling_mamba import MambaMixer
+    from delphi.mamba.mixer import mixer_class
+    from delphi.quiet import quiet_kernel_fallback_warnings
 
-    mixers = [m for m in model.modules() if type(m) is MambaMixer]
+    mixer_type = mixer_class()
+    mixers = [m for m in model.modules() if type(m) is mixer_type]
     if not mixers:
         return 0
     check_scan_path(path)
+    quiet_kernel_fallback_warnings()
     for mixer in mixers:
         mixer.scan_path = path
+        mixer.scan_runs = {}
         mixer.forward = types.MethodType(_forward, mixer)
     cpu, cuda = resolve_scan_path(path, "cpu"), resolve_scan_path(path, "cuda")
     where = cpu if cpu == cuda else f"{cpu} on CPU, {cuda} on CUDA"
@@ -122,18 +132,90 @@ def scan_path_of(model: torch.nn.Module) -> str | None:
     return next((m.scan_path for m in model.modules() if hasattr(m, "scan_path")), None)
 
 
-def _forward(mixer, hidden_states: torch.Tensor, cache=None, attention_mask=None, **kwargs):
-    from transformers.models.mamba.modeling_mamba import MambaMixer
+def scan_paths_in_use(model: torch.nn.Module) -> dict[str, str]:
+    """The scan each device and dtype actually ran so far, e.g. {"cuda/bfloat16": "triton"} or
+    {"cuda/bfloat16": "chunked (triton failed its self-check: ...)"}; {} before the first forward and for
+    models that `apply_scan_path` did not touch. For run records (run_context.json)."""
+    runs: dict[str, list[str]] = {}
+    for module in model.modules():
+        for key, what in getattr(module, "scan_runs", {}).items():
+            if what not in runs.setdefault(key, []):
+                runs[key].append(what)
+    return {key: " | ".join(whats) for key, whats in sorted(runs.items())}
 
-    from delphi.mamba.mixer import mixer_forward
 
+def _forward(mixer, hidden_states: torch.Tensor, *args, **kwargs):
     device = hidden_states.device
     path = resolve_scan_path(mixer.scan_path, device)
+    if path == "triton" and device.type != "cuda" and not triton_interpreted():
+        raise DelphiError(f"mamba_scan 'triton' needs a CUDA device, but the model runs on {device.type}")
+    forward, problem = _plugged_forward()
+    if path == "cuda-kernels" or forward is None:
+        what = "cuda-kernels" if path == "cuda-kernels" else f"transformers ({problem})"
+        _record(mixer, device, _compute_dtype(hidden_states), what, what)
+        return _stock_forward(mixer, hidden_states, *args, **kwargs)
+    token = _running_mixer.set(mixer)
+    try:
+        return forward(mixer, hidden_states, *args, **kwargs)
+    finally:
+        _running_mixer.reset(token)
+
+
+def _scan(hidden_states: torch.Tensor, dt, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+          return_last_state=False, **_transformers_only):  # fmt: skip
+    """What delphi's copy of `MambaMixer.forward` calls as `mamba_selective_scan`: the mixer's path."""
+    from delphi.mamba.selfcheck import triton_problem
+
+    mixer = _running_mixer.get()
+    device, dtype = hidden_states.device, hidden_states.dtype
+    path = what = resolve_scan_path(mixer.scan_path, device)
+    if path == "triton":
+        problem = triton_problem(device, dtype, A.shape[-1])
+        if problem is not None:
+            path, what = "chunked", f"chunked (triton failed its self-check: {problem})"
+            if (str(device), dtype) not in _warned:
+                _warned.add((str(device), dtype))
+                logger.warning(
+                    "Mamba selective scan: the Triton kernels failed their self-check on %s for %s inputs (%s); "
+                    "running the chunked scan instead", device, str(dtype).removeprefix("torch."), problem
+                )  # fmt: skip
+    _record(mixer, device, dtype, path, what)
+    return scan_function(path)(
+        hidden_states, dt, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+        return_last_state=return_last_state,
+    )  # fmt: skip
+
+
+def _record(mixer, device: torch.device, dtype: torch.dtype, path: str, what: str) -> None:
+    key = f"{device.type}/{str(dtype).removeprefix('torch.')}"
+    if mixer.scan_runs.get(key) != what:
+        mixer.scan_runs[key] = what
     if (path, device.type) not in _logged:
         _logged.add((path, device.type))
         logger.info("Mamba selective scan on %s: %s", device.type, path)
-    if path == "triton" and device.type != "cuda" and not triton_interpreted():
-        raise DelphiError(f"mamba_scan 'triton' needs a CUDA device, but the model runs on {device.type}")
-    if path == "cuda-kernels":
-        return MambaMixer.forward(mixer, hidden_states, cache=cache, attention_mask=attention_mask, **kwargs)
-    return mixer_forward(mixer, scan_function(path), hidden_states, cache, attention_mask, **kwargs)
+
+
+def _compute_dtype(hidden_states: torch.Tensor) -> torch.dtype:
+    device = hidden_states.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return hidden_states.dtype
+
+
+def _stock_forward(mixer, *args, **kwargs):
+    from delphi.mamba.mixer import mixer_class
+
+    return mixer_class().forward(mixer, *args, **kwargs)
+
+
+@functools.cache
+def _plugged_forward() -> tuple[Callable | None, str | None]:
+    """(delphi's copy of MambaMixer.forward calling `_scan`, None), or (None, why it cannot be made)."""
+    from delphi.mamba.mixer import IncompatibleForward, forward_with_scan
+
+    try:
+        return forward_with_scan(_scan), None
+    except IncompatibleForward as e:
+        problem = f"delphi's scan cannot be plugged into this transformers: {e}"
+        logger.warning("Mamba selective scan: %s; running transformers' own forward (correct, slow)", problem)
+        return None, problem
