@@ -101,7 +101,7 @@ def scan_inputs(model, batch: int, seq_len: int, device: str, dtype: torch.dtype
     mixer = model.backbone.layers[0].mixer
     captured = {}
 
-    def capture(*args, **kwargs):
+    def capture(*args, use_mambapy=None, use_associative_scan=None, **kwargs):  # transformers-only options
         captured.update(args=args, kwargs=kwargs)
         return args[0]
 
