@@ -19,7 +19,6 @@ transformers' own path. `scan_paths_in_use(model)` says which scan actually ran,
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import importlib.util
 import inspect
@@ -30,15 +29,15 @@ from collections.abc import Callable
 
 import torch
 
+from delphi.compat import private
 from delphi.errors import DelphiError
+from delphi.mamba.selfcheck import triton_problem
 
 logger = logging.getLogger("delphi.mamba")
 
 SCAN_PATHS = ("auto", "cuda-kernels", "triton", "chunked", "mambapy", "reference")
 _logged: set[tuple[str, str]] = set()
 _warned: set[tuple[str, torch.dtype]] = set()
-# the mixer whose forward is running, for the scan that forward calls (one per thread / task)
-_running_mixer: contextvars.ContextVar = contextvars.ContextVar("delphi_mamba_mixer")
 
 
 def triton_interpreted() -> bool:
@@ -95,10 +94,8 @@ def scan_function(path: str) -> Callable:
 
         return triton_selective_scan
     if path in ("mambapy", "reference"):
-        from transformers.models.mamba import modeling_mamba
-
         # unwrapped: the PyTorch function itself, even where mamba-ssm replaces it
-        torch_scan = inspect.unwrap(modeling_mamba.mamba_selective_scan)
+        torch_scan = inspect.unwrap(private("transformers.models.mamba.modeling_mamba.mamba_selective_scan"))
         return functools.partial(torch_scan, use_mambapy=path == "mambapy", use_associative_scan=False)
     raise ValueError(f"no scan function for path {path!r}")
 
@@ -145,32 +142,13 @@ def scan_paths_in_use(model: torch.nn.Module) -> dict[str, str]:
 
 
 def _forward(mixer, hidden_states: torch.Tensor, *args, **kwargs):
-    device = hidden_states.device
-    path = resolve_scan_path(mixer.scan_path, device)
-    if path == "triton" and device.type != "cuda" and not triton_interpreted():
-        raise DelphiError(f"mamba_scan 'triton' needs a CUDA device, but the model runs on {device.type}")
-    forward, problem = _plugged_forward()
-    if path == "cuda-kernels" or forward is None:
-        what = "cuda-kernels" if path == "cuda-kernels" else f"transformers ({problem})"
-        _record(mixer, device, _compute_dtype(hidden_states), what, what)
-        return _stock_forward(mixer, hidden_states, *args, **kwargs)
-    token = _running_mixer.set(mixer)
-    try:
-        return forward(mixer, hidden_states, *args, **kwargs)
-    finally:
-        _running_mixer.reset(token)
-
-
-def _scan(hidden_states: torch.Tensor, dt, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-          return_last_state=False, **_transformers_only):  # fmt: skip
-    """What delphi's copy of `MambaMixer.forward` calls as `mamba_selective_scan`: the mixer's path."""
-    from delphi.mamba.selfcheck import triton_problem
-
-    mixer = _running_mixer.get()
-    device, dtype = hidden_states.device, hidden_states.dtype
+    """The mixer's forward: transformers' own, running the scan of the mixer's path for this device."""
+    device, dtype = hidden_states.device, _scan_dtype(hidden_states)
     path = what = resolve_scan_path(mixer.scan_path, device)
     if path == "triton":
-        problem = triton_problem(device, dtype, A.shape[-1])
+        if device.type != "cuda" and not triton_interpreted():
+            raise DelphiError(f"mamba_scan 'triton' needs a CUDA device, but the model runs on {device.type}")
+        problem = triton_problem(device, dtype, mixer.A_log.shape[-1])
         if problem is not None:
             path, what = "chunked", f"chunked (triton failed its self-check: {problem})"
             if (str(device), dtype) not in _warned:
@@ -179,23 +157,22 @@ def _scan(hidden_states: torch.Tensor, dt, A, B, C, D=None, z=None, delta_bias=N
                     "Mamba selective scan: the Triton kernels failed their self-check on %s for %s inputs (%s); "
                     "running the chunked scan instead", device, str(dtype).removeprefix("torch."), problem
                 )  # fmt: skip
+    forward, problem = (None, None) if path == "cuda-kernels" else _plugged_forward(path)
+    if problem is not None:
+        path = what = f"transformers ({problem})"
     _record(mixer, device, dtype, path, what)
-    return scan_function(path)(
-        hidden_states, dt, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-        return_last_state=return_last_state,
-    )  # fmt: skip
+    return (forward or _stock_forward)(mixer, hidden_states, *args, **kwargs)
 
 
 def _record(mixer, device: torch.device, dtype: torch.dtype, path: str, what: str) -> None:
-    key = f"{device.type}/{str(dtype).removeprefix('torch.')}"
-    if mixer.scan_runs.get(key) != what:
-        mixer.scan_runs[key] = what
+    mixer.scan_runs[f"{device.type}/{str(dtype).removeprefix('torch.')}"] = what
     if (path, device.type) not in _logged:
         _logged.add((path, device.type))
         logger.info("Mamba selective scan on %s: %s", device.type, path)
 
 
-def _compute_dtype(hidden_states: torch.Tensor) -> torch.dtype:
+def _scan_dtype(hidden_states: torch.Tensor) -> torch.dtype:
+    """The dtype the scan will see: autocast's where it is on (the input projection casts), else the input's."""
     device = hidden_states.device.type
     if torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
@@ -209,13 +186,22 @@ def _stock_forward(mixer, *args, **kwargs):
 
 
 @functools.cache
-def _plugged_forward() -> tuple[Callable | None, str | None]:
-    """(delphi's copy of MambaMixer.forward calling `_scan`, None), or (None, why it cannot be made)."""
+def _plugged_forward(path: str) -> tuple[Callable | None, str | None]:
+    """(transformers' MambaMixer.forward running the `path` scan, None), or (None, why it cannot be made)."""
     from delphi.mamba.mixer import IncompatibleForward, forward_with_scan
 
+    scan = scan_function(path)
+
+    def run_scan(*args, use_mambapy=None, use_associative_scan=None, **kwargs):  # transformers-only options
+        return scan(*args, **kwargs)
+
     try:
-        return forward_with_scan(_scan), None
+        return forward_with_scan(run_scan), None
     except IncompatibleForward as e:
         problem = f"delphi's scan cannot be plugged into this transformers: {e}"
-        logger.warning("Mamba selective scan: %s; running transformers' own forward (correct, slow)", problem)
+        if ("plug", problem) not in _logged:
+            _logged.add(("plug", problem))
+            logger.warning(
+                "Mamba selective scan: %s; running transformers' own forward (correct, slow)", problem
+            )
         return None, problem
