@@ -379,6 +379,9 @@ def test_self_check_catches_a_broken_or_crashing_scan():
         selfcheck.check_scan(crashes, cpu, torch.float32, 16)
         == "RuntimeError: CompilationError: at 12:4: unsupported"
     )
+    with torch.inference_mode():  # a first use while generating
+        assert selfcheck.check_scan(off_by(1.0), cpu, torch.float32, 16) is None
+        assert "output differs" in selfcheck.check_scan(off_by(1.001), cpu, torch.float32, 16)
     state = torch.random.get_rng_state()
     selfcheck.check_scan(off_by(1.0), cpu, torch.float32, 16)
     assert torch.equal(torch.random.get_rng_state(), state)  # the run's random stream is left alone

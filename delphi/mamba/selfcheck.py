@@ -46,10 +46,13 @@ def check_scan(scan, device: torch.device, dtype: torch.dtype, state_size: int) 
     """Compare `scan` with the chunked scan on a small random problem; None, or what went wrong."""
     from delphi.mamba.chunked import chunked_selective_scan
 
-    inputs = _problem(device, dtype, state_size)
+    with torch.inference_mode(False):
+        inputs = _problem(device, dtype, state_size)
     want = _run(chunked_selective_scan, inputs)
     try:
         got = _run(scan, inputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # a kernel's failure shows here, not at some later step
     except Exception as e:  # a compile error, an unsupported device, a crash in the kernel
         return f"{type(e).__name__}: {_one_line(e)}"
     tolerance = TOLERANCE.get(dtype, HALF_TOLERANCE)
@@ -86,9 +89,11 @@ def _problem(device: torch.device, dtype: torch.dtype, state_size: int) -> list[
 
 
 def _run(scan, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    *leaves, grad = (t.detach().clone().requires_grad_(t is not inputs[-1]) for t in inputs)
-    u, dt, A, B, C, D, z, bias = leaves
-    with torch.enable_grad(), torch.autocast(u.device.type, enabled=False):
+    # the first use may come inside no_grad / inference_mode (generation) or autocast: none of them here
+    device = inputs[0].device.type
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device, enabled=False):
+        *leaves, grad = (t.clone().requires_grad_(i < len(inputs) - 1) for i, t in enumerate(inputs))
+        u, dt, A, B, C, D, z, bias = leaves
         y = scan(u, dt, A, B, C, D=D, z=z, delta_bias=bias, delta_softplus=True)
         return [y, *torch.autograd.grad((y.float() * grad.float()).sum(), leaves)]
 
