@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from delphi.mamba import missing_requirement, resolve_scan_path, scan_function  # noqa: E402
-from delphi.mamba.mixer import mixer_forward  # noqa: E402
+from delphi.mamba.mixer import forward_with_scan  # noqa: E402
 from delphi.models import build_model  # noqa: E402
 from delphi.recipe import load_recipe  # noqa: E402
 
@@ -101,13 +101,13 @@ def scan_inputs(model, batch: int, seq_len: int, device: str, dtype: torch.dtype
     mixer = model.backbone.layers[0].mixer
     captured = {}
 
-    def capture(*args, **kwargs):
+    def capture(*args, use_mambapy=None, use_associative_scan=None, **kwargs):  # transformers-only options
         captured.update(args=args, kwargs=kwargs)
         return args[0]
 
     hidden = torch.randn(batch, seq_len, model.config.hidden_size, device=device)
     with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
-        mixer_forward(mixer, capture, hidden)
+        forward_with_scan(capture)(mixer, hidden)
     args = [a.detach().clone().requires_grad_() for a in captured["args"]]
     kwargs = {
         k: v.detach().clone().requires_grad_() if isinstance(v, torch.Tensor) else v

@@ -126,11 +126,13 @@ def build_model(
     accelerator's random generator happens to be present. `device="meta"` builds the structure only
     (no memory), which is how recipes are checked and parameters counted without paying for weights.
     Mamba models run the `mamba_scan` selective scan (see `delphi.mamba`); weights and config are the same.
+    transformers' warnings that do not apply to such a model are silenced (`delphi.quiet`).
     """
     import torch
     import transformers
 
     from delphi.mamba import apply_scan_path
+    from delphi.quiet import quiet_known_warnings
 
     config = build_config(model_section)
     cls = model_class(model_section["architecture"])
@@ -141,6 +143,7 @@ def build_model(
         transformers.set_seed(seed)
     model = cls(config)
     apply_scan_path(model, mamba_scan)
+    quiet_known_warnings(model)
     return model if device == "cpu" else model.to(device)
 
 

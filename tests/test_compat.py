@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from delphi.compat import PRIVATE_NAMES, TRAINER_FILE_NAMES, resolve
+from delphi.compat import LOGGERS, PRIVATE_NAMES, TRAINER_FILE_NAMES, resolve
 
 DELPHI = Path(__file__).resolve().parents[1] / "delphi"
 
@@ -20,6 +20,13 @@ def test_private_name_still_exists(name):
         pytest.fail(
             f"{name} is gone from the installed library ({e}); delphi uses it because: {PRIVATE_NAMES[name]}"
         )
+
+
+@pytest.mark.parametrize("name", sorted(LOGGERS))
+def test_the_loggers_delphi_filters_are_those_transformers_logs_to(name):
+    assert resolve(f"{name}.logger").name == name, (
+        f"transformers logs elsewhere than {name}: update delphi.quiet"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(TRAINER_FILE_NAMES))

@@ -2,6 +2,7 @@
 
 `apply_scan_path(model, "auto")` plugs one into a model without changing its weights or config;
 `delphi.models.build_model` does it for every Mamba recipe (recipe key `mamba_scan`).
+`scan_paths_in_use(model)` says which scan actually ran, per device and dtype (for run records).
 """
 
 from delphi.mamba.paths import (
@@ -12,6 +13,7 @@ from delphi.mamba.paths import (
     resolve_scan_path,
     scan_function,
     scan_path_of,
+    scan_paths_in_use,
 )
 
 __all__ = [
@@ -22,4 +24,5 @@ __all__ = [
     "resolve_scan_path",
     "scan_function",
     "scan_path_of",
+    "scan_paths_in_use",
 ]

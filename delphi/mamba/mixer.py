@@ -1,106 +1,90 @@
-"""transformers' `MambaMixer.forward` with the selective scan as a parameter.
+"""transformers' own `MambaMixer.forward`, run with another selective scan.
 
-A line-for-line mirror of transformers 5's forward (same modules, same weights, same cache handling),
-minus the mamba-ssm fused training shortcut, with `scan` doing the full-sequence scan. Keeping it a
-mirror, rather than a new layer, is what keeps a delphi model a plain `MambaForCausalLM`.
+`MambaMixer.forward` calls two module-level functions of transformers' `modeling_mamba`:
+`mamba_selective_scan` (the full-sequence scan) and `mamba_inner_fn` (mamba-ssm's fused training path,
+None without mamba-ssm). `forward_with_scan(scan)` is a copy of that forward (the same code object, under
+the same decorators) whose global namespace maps the first name to `scan` and the second to "no fused
+path". Nothing in transformers' module changes, so stock models in the same process run as before, and
+everything but the scan (projections, convolution, cache handling, the one-token generation step) stays
+transformers' code: a delphi model remains a plain `MambaForCausalLM`.
+
+When a release stops calling the scan by that name (or wraps forward in something that is not a plain
+decorated function), `IncompatibleForward` says what changed, and `delphi.mamba` falls back to
+transformers' own forward, which is correct but slow.
 """
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Callable
 
-import torch
-from transformers.models.mamba import modeling_mamba as mm
+from delphi.compat import private
+
+MIXER = "transformers.models.mamba.modeling_mamba.MambaMixer"
+SCAN_NAME = "mamba_selective_scan"
+FUSED_NAME = "mamba_inner_fn"
+# both listed in delphi.compat.PRIVATE_NAMES: the names swapped in the copy of forward
+private(f"transformers.models.mamba.modeling_mamba.{SCAN_NAME}")
+private(f"transformers.models.mamba.modeling_mamba.{FUSED_NAME}")
 
 
-def mixer_forward(
-    mixer: mm.MambaMixer,
-    scan: Callable,
-    hidden_states: torch.Tensor,
-    cache=None,
-    attention_mask: torch.LongTensor | None = None,
-    **kwargs,
-) -> torch.Tensor:
-    seq_len = hidden_states.shape[1]
-    dtype = hidden_states.dtype
-    if cache is not None:
-        conv_state = cache.get_conv_state(mixer.layer_idx, state_idx=0)
-        recurrent_state = cache.get_recurrent_state(mixer.layer_idx, state_idx=0)
-    else:
-        conv_state, recurrent_state = None, None
+class IncompatibleForward(RuntimeError):
+    """transformers' MambaMixer.forward no longer has the shape `forward_with_scan` relies on."""
 
-    # 1. gated MLP's linear projection
-    hidden_states = mm.apply_mask_to_padding_states(hidden_states, attention_mask)
-    projected_states = mixer.in_proj(hidden_states).transpose(1, 2)
-    A = -torch.exp(mixer.A_log.float())
-    hidden_states_B_C, gate = projected_states.chunk(2, dim=1)
 
-    # 2. causal convolution
-    if conv_state is not None and seq_len == 1 and not cache.is_recording_past(mixer.layer_idx):
-        hidden_states_B_C = mm.causal_conv1d_update(
-            hidden_states_B_C,
-            conv_state,
-            mixer.conv1d.weight.squeeze(1),
-            mixer.conv1d.bias,
-            activation=mixer.activation,
-        )
-    else:
-        if cache is not None:
-            hidden_states_B_C = cache.update_conv_state(
-                hidden_states_B_C, mixer.layer_idx, conv_kernel_size=mixer.conv_kernel_size
-            )
-        hidden_states_B_C = mm.causal_conv1d_fn(
-            hidden_states_B_C,
-            mixer.conv1d.weight.squeeze(1),
-            mixer.conv1d.bias,
-            activation=mixer.activation,
-            **kwargs,
-        )
-        if cache is not None:
-            hidden_states_B_C = hidden_states_B_C[:, :, -seq_len:]
+def mixer_class() -> type:
+    return private(MIXER)
 
-    # 3. selective state space model
-    hidden_states_B_C = mm.apply_mask_to_padding_states(hidden_states_B_C.transpose(1, 2), attention_mask)
-    time_step, B, C = torch.split(
-        mixer.x_proj(hidden_states_B_C),
-        [mixer.time_step_rank, mixer.ssm_state_size, mixer.ssm_state_size],
-        dim=-1,
+
+def forward_with_scan(scan: Callable) -> Callable:
+    """`MambaMixer.forward` (unbound: call it as `f(mixer, hidden_states, ...)`) running `scan`, which takes
+    transformers' `mamba_selective_scan` arguments, for every full-sequence scan."""
+    return _rebind(mixer_class().forward, {SCAN_NAME: scan, FUSED_NAME: _no_fused_path})
+
+
+def _no_fused_path(*args, **kwargs) -> None:
+    """What transformers' `mamba_inner_fn` returns without mamba-ssm: forward then takes its unfused path."""
+    return None
+
+
+def _rebind(function: Callable, names: dict[str, Callable]) -> Callable:
+    """A copy of `function` whose innermost wrapped function sees `names` as globals.
+
+    Each decorator layer (functools.wraps, `__wrapped__` set) is copied with its reference to the function
+    it wraps pointed at the copy below it, so the decorators keep working.
+    """
+    inner = getattr(function, "__wrapped__", None)
+    if not isinstance(function, types.FunctionType):
+        raise IncompatibleForward(f"{function!r} is not a plain function")
+    if inner is None:
+        missing = [name for name in names if name not in function.__code__.co_names]
+        if missing:
+            raise IncompatibleForward(f"{function.__qualname__} no longer calls {', '.join(missing)}")
+        return _copy(function, {**function.__globals__, **names}, function.__closure__)
+    cells = list(function.__closure__ or ())
+    holders = [i for i, cell in enumerate(cells) if _contents(cell) is inner]
+    if len(holders) != 1:
+        raise IncompatibleForward(f"cannot tell how a decorator of {function.__qualname__} calls it")
+    copied_inner = _rebind(inner, names)
+    cells[holders[0]] = types.CellType(copied_inner)
+    copied = _copy(function, function.__globals__, tuple(cells))
+    copied.__wrapped__ = copied_inner
+    return copied
+
+
+def _copy(function: types.FunctionType, namespace: dict, closure: tuple | None) -> types.FunctionType:
+    copied = types.FunctionType(
+        function.__code__, namespace, function.__name__, function.__defaults__, closure
     )
-    time_step = mixer.dt_proj.weight @ time_step.transpose(1, 2)
-    time_proj_bias = mixer.dt_proj.bias.float() if mixer.dt_proj.bias is not None else None
+    copied.__kwdefaults__ = function.__kwdefaults__
+    functools.update_wrapper(copied, function)
+    del copied.__wrapped__  # a copy, not a wrapper of the original; _rebind links the copies
+    return copied
 
-    if recurrent_state is not None and seq_len == 1:  # one generation step: the recurrence itself
-        scan_output = mm.mamba_selective_state_update(
-            recurrent_state,
-            hidden_states_B_C.transpose(1, 2)[..., 0],
-            time_step[..., 0],
-            A,
-            B[:, 0],
-            C[:, 0],
-            mixer.D,
-            z=gate[..., 0],
-            dt_bias=time_proj_bias,
-            dt_softplus=True,
-        ).unsqueeze(-1)
-    else:
-        output_final_state = cache is not None
-        scan_result = scan(
-            hidden_states_B_C.transpose(1, 2),
-            time_step,
-            A,
-            B.transpose(1, 2),
-            C.transpose(1, 2),
-            D=mixer.D.float(),
-            z=gate,
-            delta_bias=time_proj_bias,
-            delta_softplus=True,
-            return_last_state=output_final_state,
-        )
-        if output_final_state:
-            scan_output, final_state = scan_result
-            cache.update_recurrent_state(final_state, mixer.layer_idx)
-        else:
-            scan_output = scan_result
 
-    # 4. final linear projection
-    return mixer.out_proj(scan_output.transpose(1, 2).to(dtype))
+def _contents(cell: types.CellType):
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None

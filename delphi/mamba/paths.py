@@ -3,13 +3,15 @@
 Each `MambaMixer` gets its own `forward` (transformers' forward with the scan swapped in, see
 `mixer.py`) and a `scan_path` attribute; parameters, buffers, state dict and config are untouched, so
 checkpoints stay plain `MambaForCausalLM` that load anywhere with `from_pretrained`, where they run
-transformers' own path.
+transformers' own path. `scan_paths_in_use(model)` says which scan actually ran, per device and dtype.
 
 - auto: cuda-kernels on a CUDA device when mamba-ssm is installed, else triton on a CUDA device when
   triton is installed, else chunked. Decided per call from the input's device, since the Trainer moves
   the model after it is built.
 - cuda-kernels: transformers' own forward, which uses mamba-ssm's fused CUDA kernels.
-- triton: delphi's Triton kernels (CUDA; or anywhere under TRITON_INTERPRET=1, slowly).
+- triton: delphi's Triton kernels (CUDA; or anywhere under TRITON_INTERPRET=1, slowly). Checked against
+  the chunked scan on first use per device and dtype (`selfcheck.py`); on a failure, one warning and the
+  chunked scan instead.
 - chunked: delphi's chunked scan in plain PyTorch, for CPU and any device.
 - mambapy: transformers' scan with mamba.py's parallel scan.
 - reference: transformers' sequential scan, one step at a time.
@@ -27,13 +29,16 @@ from collections.abc import Callable
 
 import torch
 
+from delphi.compat import private
 from delphi.errors import DelphiError
+from delphi.mamba.selfcheck import triton_problem
 
 logger = logging.getLogger("delphi.mamba")
 
 from delphi.mamba.choices import SCAN_PATHS  # noqa: E402 (re-exported)
 
 _logged: set[tuple[str, str]] = set()
+_warned: set[tuple[str, torch.dtype]] = set()
 
 
 def triton_interpreted() -> bool:
@@ -90,10 +95,8 @@ def scan_function(path: str) -> Callable:
 
         return triton_selective_scan
     if path in ("mambapy", "reference"):
-        from transformers.models.mamba import modeling_mamba
-
         # unwrapped: the PyTorch function itself, even where mamba-ssm replaces it
-        torch_scan = inspect.unwrap(modeling_mamba.mamba_selective_scan)
+        torch_scan = inspect.unwrap(private("transformers.models.mamba.modeling_mamba.mamba_selective_scan"))
         return functools.partial(torch_scan, use_mambapy=path == "mambapy", use_associative_scan=False)
     raise ValueError(f"no scan function for path {path!r}")
 
@@ -103,14 +106,18 @@ def apply_scan_path(model: torch.nn.Module, path: str = "auto") -> int:
 
     Checks `path` first (DelphiError), so a recipe asking for what this machine lacks fails before training.
     """
-    from transformers.models.mamba.modeling_mamba import MambaMixer
+    from delphi.mamba.mixer import mixer_class
+    from delphi.quiet import quiet_kernel_fallback_warnings
 
-    mixers = [m for m in model.modules() if type(m) is MambaMixer]
+    mixer_type = mixer_class()
+    mixers = [m for m in model.modules() if type(m) is mixer_type]
     if not mixers:
         return 0
     check_scan_path(path)
+    quiet_kernel_fallback_warnings()
     for mixer in mixers:
         mixer.scan_path = path
+        mixer.scan_runs = {}
         mixer.forward = types.MethodType(_forward, mixer)
     cpu, cuda = resolve_scan_path(path, "cpu"), resolve_scan_path(path, "cuda")
     where = cpu if cpu == cuda else f"{cpu} on CPU, {cuda} on CUDA"
@@ -123,18 +130,79 @@ def scan_path_of(model: torch.nn.Module) -> str | None:
     return next((m.scan_path for m in model.modules() if hasattr(m, "scan_path")), None)
 
 
-def _forward(mixer, hidden_states: torch.Tensor, cache=None, attention_mask=None, **kwargs):
-    from transformers.models.mamba.modeling_mamba import MambaMixer
+def scan_paths_in_use(model: torch.nn.Module) -> dict[str, str]:
+    """The scan each device and dtype actually ran so far, e.g. {"cuda/bfloat16": "triton"} or
+    {"cuda/bfloat16": "chunked (triton failed its self-check: ...)"}; {} before the first forward and for
+    models that `apply_scan_path` did not touch. For run records (run_context.json)."""
+    runs: dict[str, list[str]] = {}
+    for module in model.modules():
+        for key, what in getattr(module, "scan_runs", {}).items():
+            if what not in runs.setdefault(key, []):
+                runs[key].append(what)
+    return {key: " | ".join(whats) for key, whats in sorted(runs.items())}
 
-    from delphi.mamba.mixer import mixer_forward
 
-    device = hidden_states.device
-    path = resolve_scan_path(mixer.scan_path, device)
+def _forward(mixer, hidden_states: torch.Tensor, *args, **kwargs):
+    """The mixer's forward: transformers' own, running the scan of the mixer's path for this device."""
+    device, dtype = hidden_states.device, _scan_dtype(hidden_states)
+    path = what = resolve_scan_path(mixer.scan_path, device)
+    if path == "triton":
+        if device.type != "cuda" and not triton_interpreted():
+            raise DelphiError(f"mamba_scan 'triton' needs a CUDA device, but the model runs on {device.type}")
+        problem = triton_problem(device, dtype, mixer.A_log.shape[-1])
+        if problem is not None:
+            path, what = "chunked", f"chunked (triton failed its self-check: {problem})"
+            if (str(device), dtype) not in _warned:
+                _warned.add((str(device), dtype))
+                logger.warning(
+                    "Mamba selective scan: the Triton kernels failed their self-check on %s for %s inputs (%s); "
+                    "running the chunked scan instead", device, str(dtype).removeprefix("torch."), problem
+                )  # fmt: skip
+    forward, problem = (None, None) if path == "cuda-kernels" else _plugged_forward(path)
+    if problem is not None:
+        path = what = f"transformers ({problem})"
+    _record(mixer, device, dtype, path, what)
+    return (forward or _stock_forward)(mixer, hidden_states, *args, **kwargs)
+
+
+def _record(mixer, device: torch.device, dtype: torch.dtype, path: str, what: str) -> None:
+    mixer.scan_runs[f"{device.type}/{str(dtype).removeprefix('torch.')}"] = what
     if (path, device.type) not in _logged:
         _logged.add((path, device.type))
         logger.info("Mamba selective scan on %s: %s", device.type, path)
-    if path == "triton" and device.type != "cuda" and not triton_interpreted():
-        raise DelphiError(f"mamba_scan 'triton' needs a CUDA device, but the model runs on {device.type}")
-    if path == "cuda-kernels":
-        return MambaMixer.forward(mixer, hidden_states, cache=cache, attention_mask=attention_mask, **kwargs)
-    return mixer_forward(mixer, scan_function(path), hidden_states, cache, attention_mask, **kwargs)
+
+
+def _scan_dtype(hidden_states: torch.Tensor) -> torch.dtype:
+    """The dtype the scan will see: autocast's where it is on (the input projection casts), else the input's."""
+    device = hidden_states.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return hidden_states.dtype
+
+
+def _stock_forward(mixer, *args, **kwargs):
+    from delphi.mamba.mixer import mixer_class
+
+    return mixer_class().forward(mixer, *args, **kwargs)
+
+
+@functools.cache
+def _plugged_forward(path: str) -> tuple[Callable | None, str | None]:
+    """(transformers' MambaMixer.forward running the `path` scan, None), or (None, why it cannot be made)."""
+    from delphi.mamba.mixer import IncompatibleForward, forward_with_scan
+
+    scan = scan_function(path)
+
+    def run_scan(*args, use_mambapy=None, use_associative_scan=None, **kwargs):  # transformers-only options
+        return scan(*args, **kwargs)
+
+    try:
+        return forward_with_scan(run_scan), None
+    except IncompatibleForward as e:
+        problem = f"delphi's scan cannot be plugged into this transformers: {e}"
+        if ("plug", problem) not in _logged:
+            _logged.add(("plug", problem))
+            logger.warning(
+                "Mamba selective scan: %s; running transformers' own forward (correct, slow)", problem
+            )
+        return None, problem

@@ -161,11 +161,16 @@ def _scan_backward_kernel(
 
     # 2. chunks from last to first: recompute their states, then walk them backwards
     carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # exp(dt_{t+1} A) * dh_{t+1}
+    # the sums over time of gA, gD and gbias are taken per chunk, then over chunks: one running sum over
+    # the whole sequence loses about L float32 units, this about CHUNK + L / CHUNK
     gA = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     gD = tl.zeros([BLOCK_D], dtype=tl.float32)
     gbias = tl.zeros([BLOCK_D], dtype=tl.float32)
     for ci in range(chunks):
         c = chunks - 1 - ci
+        gA_chunk = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+        gD_chunk = tl.zeros([BLOCK_D], dtype=tl.float32)
+        gbias_chunk = tl.zeros([BLOCK_D], dtype=tl.float32)
         t0 = c * CHUNK
         t1 = tl.minimum(L, t0 + CHUNK)
         h = tl.load(starts_ptr + c * D_INNER * N, mask=dn_mask, other=0.0)
@@ -228,7 +233,7 @@ def _scan_backward_kernel(
                 gz = gy * y * sig * (1.0 + z * (1.0 - sig))
                 tl.store(gz_ptr + t * D_INNER + d, gz.to(gz_ptr.dtype.element_ty), mask=dm)
                 g_scan = gy * z * sig
-            gD += g_scan * u
+            gD_chunk += g_scan * u
             tl.store(gC_ptr + t * N + n, tl.sum(g_scan[:, None] * h, axis=0), mask=nm)
             gh = carry + g_scan[:, None] * Ct[None, :]
             # x_t = dt_t u_t B_t
@@ -241,14 +246,17 @@ def _scan_backward_kernel(
             decay = tl.exp(dt[:, None] * A)
             r = gh * decay * h_prev
             gdt = q * u + tl.sum(r * A, axis=1)
-            gA += r * dt[:, None]
+            gA_chunk += r * dt[:, None]
             if SOFTPLUS:
                 gdt = gdt * tl.where(dt_raw > 20.0, 1.0, tl.sigmoid(dt_raw))
-            gbias += gdt
+            gbias_chunk += gdt
             tl.store(gu_ptr + t * D_INNER + d, gu.to(gu_ptr.dtype.element_ty), mask=dm)
             tl.store(gdt_ptr + t * D_INNER + d, gdt.to(gdt_ptr.dtype.element_ty), mask=dm)
             carry = gh * decay
             h = h_prev
+        gA += gA_chunk
+        gD += gD_chunk
+        gbias += gbias_chunk
         tl.debug_barrier()
     tl.store(gA_ptr + (b * D_INNER + d[:, None]) * N + n[None, :], gA, mask=dn_mask)
     tl.store(gD_ptr + b * D_INNER + d, gD, mask=dm)

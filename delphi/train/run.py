@@ -145,6 +145,10 @@ def _make_trainer(recipe, args, model, tokenizer, datasets, steps, callbacks, pa
 
         context = run_context(world_size=world_size())
         context.update(recipe=recipe.name, parameters=parameters[0], non_embedding_parameters=parameters[1])
+        if recipe.model["architecture"] == "MambaForCausalLM":
+            from delphi.mamba import scan_paths_in_use
+
+            context["mamba_scan"] = scan_paths_in_use(model)  # the scan that really ran, per device and dtype
         context_text = json.dumps(context, indent=2, sort_keys=True) + "\n"
         return {RECIPE_FILE: recipe.dump_yaml(), RUN_CONTEXT_FILE: context_text}
 
