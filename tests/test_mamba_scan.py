@@ -15,8 +15,6 @@ import logging
 import math
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -212,10 +210,14 @@ def test_chunked_scan_fp32_error_is_within_twice_transformers(bias_shift, seq_le
 # ---------------------------------------------------------------- Triton, interpreted on the CPU
 
 
-# Triton decides at import whether its own helpers (tl.sigmoid, ...) are interpreted, so the kernels are
-# tested in a process started with TRITON_INTERPRET=1: test_triton_kernels_under_the_interpreter starts it.
+# Triton decides at import whether its own helpers (tl.sigmoid, ...) are interpreted, so each of these
+# tests runs in a process started with TRITON_INTERPRET=1 (tests/conftest.py starts it for the test, and
+# reports its result as the test's own).
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-interpreted = pytest.mark.skipif(not INTERPRETED, reason="runs in the TRITON_INTERPRET=1 subprocess")
+
+
+def interpreted(test):
+    return pytest.mark.slow(pytest.mark.triton_interpreted(test))  # a process of its own each: slow
 
 
 if INTERPRETED:  # a real Triton function computing softplus 1% too large, for the self-check to catch
@@ -233,20 +235,6 @@ def triton_scan():
     return importlib.import_module("delphi.mamba.triton_scan")
 
 
-@pytest.mark.slow
-def test_triton_kernels_under_the_interpreter():
-    if INTERPRETED:
-        pytest.skip("this is the interpreted run")
-    pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-k", "triton_scan_"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
-    assert re.search(rf"\b{TRITON_TESTS} passed\b", output) and "skipped" not in output, output[-2000:]
-
-
-TRITON_TESTS = 8  # the interpreted tests below, all named test_triton_scan_*
 TRITON_SHAPES = [
     pytest.param((2, 8, 37, 4), id="len-37-not-a-multiple-of-the-chunk"),
     pytest.param((1, 40, 20, 16), id="batch-1-channels-not-a-multiple-of-the-block"),
