@@ -173,6 +173,22 @@ def agree(decide):
     return value
 
 
+_ENDS_AT_EXIT: list[bool] = []
+
+
+def end_processes_at_exit() -> None:
+    """Make sure this process ends its process group when the interpreter exits (once per process).
+
+    `delphi train` ends it itself; this covers everyone else who drives DelphiTrainer from a script of
+    their own under torchrun or accelerate, so that their processes exit 0 too.
+    """
+    if not _ENDS_AT_EXIT:
+        import atexit
+
+        atexit.register(end_processes)
+        _ENDS_AT_EXIT.append(True)
+
+
 def end_processes() -> None:
     """End this process's part of the process group (if any), so it exits cleanly.
 

@@ -52,6 +52,7 @@ from delphi.train.callbacks import CheckpointFinalizer, ScheduleCallback
 from delphi.train.checkpoints import KEEP_OPTIMIZER, remove_unfinished_saves
 from delphi.train.data import as_model_inputs, collate_sequences
 from delphi.train.decay import WEIGHT_DECAY_PARAMS
+from delphi.train.distributed import end_processes_at_exit
 from delphi.train.flops import mfu_inputs
 from delphi.train.sampler import DATA_ORDERS, DeterministicEpochSampler
 from delphi.train.schedule import check_steps
@@ -173,6 +174,8 @@ class DelphiTrainer(Trainer):
             callbacks=own + list(callbacks or []),
             **kwargs,
         )
+        if self.args.world_size > 1:
+            end_processes_at_exit()  # a gloo process that exits with its group alive can abort (134)
         self.train_sampler: DeterministicEpochSampler | None = None
         self._last_eval: tuple[int, dict] | None = None
         self._last_train_log: dict | None = None
