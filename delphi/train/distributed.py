@@ -190,18 +190,28 @@ def end_processes_at_exit() -> None:
 
 
 def end_processes() -> None:
-    """End this process's part of the process group (if any), so it exits cleanly.
+    """End this process's part of the process group (if any), together with the others, so it exits 0.
 
-    Without it, gloo's threads can outlive the interpreter's teardown and abort the process after a
-    successful run ("terminate called without an active exception", exit status 134).
+    A gloo process whose group outlives the interpreter, or whose peers tear theirs down while it still
+    talks to them, can abort after a successful run ("terminate called without an active exception",
+    exit status 134). So the processes first meet (a gloo barrier that gives up after a minute, should a
+    peer be gone), then each destroys its group.
     """
+    import datetime
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        try:
-            dist.destroy_process_group()
-        except Exception as e:  # a peer may already be gone; the run itself is finished
-            log.debug("destroy_process_group: %s", e)
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_world_size() > 1 and dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60), wait_all_ranks=True)
+    except Exception as e:  # a peer is gone: nothing to wait for
+        log.debug("end_processes: barrier: %s", e)
+    try:
+        dist.destroy_process_group()
+    except Exception as e:  # a peer may already be gone; the run itself is finished
+        log.debug("destroy_process_group: %s", e)
 
 
 def check_shared_out_dir(out_dir: str | os.PathLike) -> None:
