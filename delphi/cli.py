@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
-from delphi import __version__, signals
+from delphi import __version__, quiet, signals
 from delphi.errors import DelphiError
 
 
@@ -371,19 +372,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run one command; exit 0 on success, 2 on a DelphiError, 130 on Ctrl-C, 143 on SIGTERM.
+    """Run one command; exit 0 on success, 2 on a DelphiError, 130 on Ctrl-C, 143 on SIGTERM, 141 when
+    the reader of its output went away (`| head`).
 
     Interruptions are exceptions, so every command cleans up as it does after an error (a training
     run that has no checkpoint yet puts its out_dir back as it was). With several processes on one
     machine, only the first of them prints the error: they all reached the same one.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet.quiet_http_requests()
     parser = build_parser()
     args = parser.parse_args(argv)
     signals.install()
     speaks = os.environ.get("LOCAL_RANK", "0") == "0"
     try:
         args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone away is seen below and not at interpreter exit
     except DelphiError as e:
         if speaks:
             print(f"delphi {args.command}: error: {e}", file=sys.stderr)
@@ -398,6 +402,9 @@ def main(argv: list[str] | None = None) -> None:
         if speaks:
             print(f"delphi {args.command}: stopped by SIGTERM; saved checkpoints are intact", file=sys.stderr)
         sys.exit(128 + e.signum)
+    except BrokenPipeError:  # the reader stopped early (`delphi batches ... | head`): end as `yes | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        sys.exit(128 + signal.SIGPIPE)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""transformers warnings that say nothing true about a delphi run, dropped by logging filters.
+"""transformers warnings that say nothing true about a delphi run, dropped by logging filters (and the
+HTTP clients' line per request, raised to WARNING).
 
 - "`causal_conv1d_fn` is falling back to its reference PyTorch implementation because `causal_conv1d` is
   not installed" (and the same for `mamba_ssm`'s functions): in a delphi Mamba model the selective scan is
@@ -98,3 +99,13 @@ def tied_parameter_names(model: torch.nn.Module) -> set[str]:
         else:
             first[id(parameter)] = name
     return tied
+
+
+# huggingface_hub's HTTP clients log every request at INFO ("HTTP Request: HEAD ... 200"): dozens of lines
+# per command, which bury delphi's own INFO lines; their warnings and errors still show
+HTTP_LOGGERS = ("httpx", "httpx2")
+
+
+def quiet_http_requests() -> None:
+    for name in HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

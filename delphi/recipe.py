@@ -551,6 +551,8 @@ def _training_problems(training: dict, wandb_set: bool, where) -> list[str]:
             )
         elif problem := type_problem(value, hints[key]):
             errors.append(f"training.{key} in {where(path)} {problem}")
+        elif problem := _length_problem(key, value, training):
+            errors.append(f"training.{key} in {where(path)} is {value!r}: {problem}")
         elif (
             key == "report_to" and not wandb_set and "wandb" in ([value] if isinstance(value, str) else value)
         ):
@@ -559,6 +561,17 @@ def _training_problems(training: dict, wandb_set: bool, where) -> list[str]:
                 "wandb: 'entity/project' instead"
             )
     return errors
+
+
+def _length_problem(key: str, value: Any, training: dict) -> str | None:
+    """A run's length must be a positive number of steps or epochs: Trainer reads `max_steps` 0 or -5
+    as "use the epochs" while delphi's schedule would plan otherwise, so say it instead of guessing."""
+    if key == "max_steps" and (value == 0 or value < -1):
+        return "must be a positive number of optimizer steps, or -1 to train for num_train_epochs"
+    by_steps = isinstance(training.get("max_steps"), int) and training["max_steps"] > 0
+    if key == "num_train_epochs" and value <= 0 and not by_steps:
+        return "must be positive, or training.max_steps set"
+    return None
 
 
 def _value_problems(recipe: dict, where, search_dirs: list[str]) -> list[str]:

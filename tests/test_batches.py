@@ -177,6 +177,17 @@ def test_cli_parquet_table_sequence_and_stat(stories_data, tmp_path):
     first = tokens[expected[12][0]]
     assert printed[1].split("\t")[3] == " ".join(map(str, first[:12])) + " ... (32)"
 
+    # a reader that stops early (`| head`): the exit status of `yes | head`, and no traceback
+    gone = subprocess.Popen(
+        [sys.executable, "-m", "delphi", "batches", str(recipe), "--steps", "1-13"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    gone.stdout.close()
+    assert gone.wait(timeout=120) == 141
+    assert "Traceback" not in gone.stderr.read().decode()
+
     wanted = int(expected[0][3])
     listed = run_batches(recipe, "--sequence", wanted).stdout.splitlines()[1:]
     where = [(s + 1, p) for s in range(13) for p in range(8) if expected[s][p] == wanted]

@@ -201,6 +201,7 @@ def test_push_after_an_offline_run_then_nothing_the_second_time(hub_server, data
     assert hub_server.hub.count("commit") + hub_server.hub.count("lfs-upload") == uploads
     assert hub_server.hub.count("preupload") == 6  # one per branch, the first time only
     assert HUB_TOKEN not in first.stdout + first.stderr + second.stdout + second.stderr
+    assert "HTTP Request" not in first.stderr  # no line per request from huggingface_hub's client
 
     bad = subprocess.run(
         [sys.executable, "-m", "delphi", "push", str(tmp_path / "nothing"), "--repo", "org/later"],

@@ -188,6 +188,25 @@ def test_wrongly_typed_training_value_is_caught_before_training(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "training, fragment",
+    [
+        ({"max_steps": 0}, "training.max_steps in"),
+        ({"max_steps": -5}, "is -5: must be a positive number of optimizer steps, or -1 to train"),
+        ({"num_train_epochs": 0}, "training.num_train_epochs in"),
+    ],
+)
+def test_a_run_length_of_zero_steps_is_refused(tmp_path, training, fragment):
+    # Trainer would read max_steps 0 as "use the epochs" and the run would never be complete
+    message = problems(tmp_path, with_("training", **training))
+    assert fragment in message and ("must be a positive" in message or "must be positive" in message)
+
+
+def test_zero_epochs_are_fine_when_max_steps_decides(tmp_path):
+    recipe = load_recipe([write(tmp_path / "r.yaml", with_("training", num_train_epochs=0, max_steps=5))])
+    assert recipe.training["max_steps"] == 5
+
+
+@pytest.mark.parametrize(
     "key, value, pointer",
     [
         ("per_device_train_batch_size", 4, "batch_size"),

@@ -117,13 +117,13 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
         per_epoch=schedule.per_epoch,
         steps_per_epoch=steps_per_epoch,
     )
-    _warn_about_warmup(args, total)
     model = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)
     use_fused_loss(model, recipe.fused_loss)  # before the Trainer reads the model's forward
     parameters = count_parameters(model)
     trainer = _make_trainer(recipe, args, model, tokenizer, (train_ds, eval_ds), steps, callbacks, parameters)
     check_parallelism(args, trainer)
     _check_optimizer_and_schedule(trainer, total)
+    _warn_about_warmup(args, total)  # once the learning rate is known to be valid
     online = agree(lambda: check_hub(recipe))  # last: the slowest check, and it may need the network
     return _PreparedRun(
         trainer=trainer,
