@@ -71,6 +71,10 @@ def test_rerun_of_a_complete_run_changes_nothing(finished_run, caplog):
     # cosmetic changes (logging, a denser checkpoint list) are the same run, still complete
     train(load_recipe([recipe], ["training.logging_steps=2", "checkpoints.steps=[1,3]"]))
     assert tree(out) == before
+    # --overwrite replaces only a different run: a loop that passes it stays safe to rerun
+    with caplog.at_level("INFO", logger="delphi.train"):
+        assert train(load_recipe([recipe]), overwrite=True)["complete_before"]
+    assert tree(out) == before and "--overwrite replaces only a different run" in caplog.text
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ The rules, in the order they apply:
 - A complete run (its newest checkpoint is the final step) is left exactly as it is: a rerun prints
   where it is and exits 0, whatever the process layout.
 - A different run (another model, data, seeds, batch or optimizer: `Recipe.identity`) is refused unless
-  `--overwrite`. With it, the old run is *set aside* inside the out_dir (`.delphi-replaced/`) when
+  `--overwrite`, which replaces only a run that cannot go on as this recipe: a different one, one with
+  `resume: never`, or one without optimizer state. The same run, complete or partial, is finished or left
+  as it is (so a loop that passes `--overwrite` stays safe to rerun). The old run is *set aside* inside the out_dir (`.delphi-replaced/`) when
   training starts, and deleted only once the new run has written its first checkpoint. If the new run
   fails before that, the old run is moved back; if the process is killed (Ctrl-C, SIGKILL), the next
   delphi command that opens the out_dir moves it back first.
@@ -74,9 +76,15 @@ def plan_out_dir(recipe: Recipe, *, overwrite: bool) -> OutDirPlan:
     if not existing:
         explicit = explicit_resume(recipe)
         return OutDirPlan("resume" if explicit else "fresh", explicit)
-    if overwrite:
-        return OutDirPlan("overwrite", explicit_resume(recipe))
-    changes = saved_run_changes(out_dir, existing, recipe)
+    replace = OutDirPlan("overwrite", explicit_resume(recipe)) if overwrite else None
+    try:
+        changes = saved_run_changes(out_dir, existing, recipe)
+    except DelphiError:
+        if replace:
+            return replace
+        raise
+    if changes and replace:
+        return replace
     if changes:
         raise DelphiError(
             f"out_dir {str(out_dir)!r} holds a different run ({len(changes)} difference(s): "
@@ -85,6 +93,8 @@ def plan_out_dir(recipe: Recipe, *, overwrite: bool) -> OutDirPlan:
         )
     newest_step, newest = existing[-1]
     if recipe.resume == "never":
+        if replace:
+            return replace
         raise DelphiError(
             f"out_dir {str(out_dir)!r} already holds checkpoints up to {newest.name} and resume is 'never'; "
             "use resume: auto to continue, or --overwrite to start over"
@@ -97,6 +107,8 @@ def plan_out_dir(recipe: Recipe, *, overwrite: bool) -> OutDirPlan:
     explicit = explicit_resume(recipe)
     if explicit:
         return OutDirPlan("resume", explicit)
+    if replace:
+        return replace
     raise DelphiError(
         f"out_dir {str(out_dir)!r} holds checkpoints up to {newest.name}, but none keeps the optimizer "
         "state needed to continue (checkpoints.keep_optimizer: none); pass --overwrite to train from scratch"

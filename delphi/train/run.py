@@ -67,7 +67,7 @@ def _train(recipe: Recipe, args, *, overwrite: bool, callbacks) -> dict:
     check_shared_out_dir(out_dir)  # before any process reads the out_dir for a decision
     plan = agree(lambda: plan_out_dir(recipe, overwrite=overwrite))
     if plan.action == "complete":
-        return _complete_run(recipe, plan.final_checkpoint)
+        return _complete_run(recipe, plan.final_checkpoint, overwrite=overwrite)
     try:
         run = _prepare(recipe, args, list(callbacks))
     except BaseException:
@@ -341,7 +341,7 @@ def _log_start(recipe: Recipe, run: _PreparedRun, plan) -> None:
         log.info("resuming from %s", plan.resume_from)
 
 
-def _complete_run(recipe: Recipe, final_checkpoint: str) -> dict:
+def _complete_run(recipe: Recipe, final_checkpoint: str, *, overwrite: bool = False) -> dict:
     """A rerun of a finished run: say so, touch nothing."""
     saved = list_checkpoints(recipe.out_dir)
     summary = _summary(recipe, saved, parameters=None, hub=None, complete_before=True)
@@ -353,6 +353,11 @@ def _complete_run(recipe: Recipe, final_checkpoint: str) -> dict:
             recipe.name, meta.get("step"), meta.get("max_steps"),
             "n/a" if loss is None else f"{loss:.4g}", final_checkpoint,
         )  # fmt: skip
+        if overwrite:
+            log.info(
+                "--overwrite replaces only a different run; to train this one again from scratch, remove "
+                "%s or choose another out_dir", recipe.out_dir,
+            )  # fmt: skip
         if recipe.hub.repo:
             log.info(
                 "to publish any checkpoint missing on the hub: delphi push %s --repo %s",
