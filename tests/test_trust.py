@@ -335,9 +335,20 @@ def test_an_unreachable_hub_ends_the_command_quickly_with_what_to_do(silent_endp
         f"the unreachable hub cost {elapsed - baseline:.1f}s ({elapsed:.1f}s in all)"
     )
     assert "could not be reached" in proc.stderr and "HF_HUB_OFFLINE=1" in proc.stderr
-    assert "hub.offline_ok" in proc.stderr and "Retrying" not in proc.stderr
+    assert "a local copy" in proc.stderr and "Retrying" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 3, proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_an_unreachable_hub_stops_delphi_push_with_advice_for_push(finished_run, silent_endpoint, tmp_path):
+    _, out = finished_run
+    env = {"HF_ENDPOINT": silent_endpoint, "HF_HUB_OFFLINE": "", "HF_HOME": str(tmp_path / "hf")}
+    proc = run_cli([DELPHI, "push", out, "--repo", "org/later"], env_extra=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "could not be reached" in proc.stderr and "Nothing was uploaded" in proc.stderr
+    # advice for training runs or hub inputs would not help a push
+    assert "offline_ok" not in proc.stderr and "HF_HUB_OFFLINE=1" not in proc.stderr
 
 
 # ---- 5. recipe callbacks under every entry point ----

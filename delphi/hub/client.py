@@ -60,6 +60,12 @@ def hub_error(action: str, repo_id: str, err: Exception) -> DelphiError:
 
 
 REACH_TIMEOUT = 5.0  # seconds to wait for the hub to answer at all, before any real request
+# what to do when the hub cannot be reached: reading an input from it, or publishing to it
+READ_OFFLINE = (
+    "To work offline: set HF_HUB_OFFLINE=1 to use files already in the local cache, or point `tokenizer:` / "
+    "`data.path:` (or the command's input) at a local copy"
+)
+PUBLISH_LATER = "Nothing was uploaded; run the same command again once the hub answers"
 
 
 def endpoint() -> str:
@@ -68,7 +74,7 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT") or huggingface_hub.constants.ENDPOINT
 
 
-def require_reachable(needed_for: str) -> None:
+def require_reachable(needed_for: str, advice: str = READ_OFFLINE) -> None:
     """Fail fast, with what to do offline, when the hub cannot be reached at all.
 
     One short request through huggingface_hub's own HTTP session (so proxies and certificates are
@@ -83,9 +89,8 @@ def require_reachable(needed_for: str) -> None:
     problem = _unreachable(endpoint())
     if problem:
         raise DelphiError(
-            f"the hub at {endpoint()} could not be reached ({problem}), needed for {needed_for}. To work offline: set "
-            "HF_HUB_OFFLINE=1 to use files already in the local cache, point `tokenizer:` / `data.path:` (or "
-            "the command's input) at a local copy, or set `hub.offline_ok: true` to train without publishing"
+            f"the hub at {endpoint()} could not be reached ({problem}), needed for {needed_for}"
+            + (f". {advice}" if advice else "")
         )
 
 
@@ -111,11 +116,13 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def ensure_repo(repo_id: str, *, repo_type: str = "model", private: bool = False) -> str:
-    """Create `repo_id` if needed and return its URL; fails fast when the hub is unreachable."""
+def ensure_repo(
+    repo_id: str, *, repo_type: str = "model", private: bool = False, advice: str = PUBLISH_LATER
+) -> str:
+    """Create `repo_id` if needed and return its URL; fails fast (with `advice`) when the hub is unreachable."""
     from huggingface_hub import HfApi
 
-    require_reachable(f"{repo_type} repo {repo_id!r}")
+    require_reachable(f"{repo_type} repo {repo_id!r}", advice)
     try:
         return str(HfApi().create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True))
     except Exception as e:  # network errors come in many types (requests/httpx/OSError)

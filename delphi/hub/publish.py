@@ -229,7 +229,7 @@ def check_hub(recipe) -> bool:
     if not hub.repo:
         return False
     try:
-        ensure_repo(hub.repo, private=hub.private)
+        ensure_repo(hub.repo, private=hub.private, advice="")  # the advice for a training run is below
     except DelphiError as e:
         if not hub.offline_ok:
             raise DelphiError(
