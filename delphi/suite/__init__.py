@@ -71,11 +71,19 @@ def run_suite(
 ) -> SuiteResult:
     """Train every run of the suite that is not complete yet; never raises for a failed run.
 
-    Bad input (a broken recipe, two runs sharing an out_dir, bad devices) raises DelphiError before
-    anything starts. Ctrl-C stops the children cleanly and raises KeyboardInterrupt.
+    Bad input (bad flags or devices, a broken recipe, two runs sharing an out_dir) raises DelphiError
+    before anything starts, the flags before anything is read. Ctrl-C stops the children cleanly and raises KeyboardInterrupt.
     """
     if executor not in EXECUTORS:
         raise DelphiError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if jobs is not None and jobs < 1:
+        raise DelphiError(f"--jobs {jobs} must be at least 1")
+    if executor == "local":  # the flags first, whatever is left to train
+        from delphi.suite.local import check_layout
+
+        check_layout(
+            jobs=jobs, devices=devices, runs_per_device=runs_per_device, devices_per_run=devices_per_run
+        )
     runs = plan_suite(paths, only=only, seeds=seeds, overrides=overrides)
     result = SuiteResult(runs)
     todo: list[SuiteRun] = []
