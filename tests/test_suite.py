@@ -190,6 +190,48 @@ def test_suite_flags_are_checked_before_the_plan_is_printed(tmp_path, monkeypatc
     assert lines == [] and not (tmp_path / "out").exists()
 
 
+def test_every_run_is_checked_before_any_starts(tmp_path, monkeypatch):
+    from delphi.suite.check import run_problems
+
+    monkeypatch.chdir(tmp_path)
+    bare_suite(tmp_path, **{"training.learning_rate": -1, "training.adam_beta2": 1.0})
+    lines = []
+    with pytest.raises(DelphiError) as refused:
+        run_suite(["recipes"], devices="cpu", echo=lines.append)
+    assert str(refused.value) == (
+        "2 problem(s) in the runs of the suite; nothing was started:\n"
+        "b (recipes/b.yaml): training.learning_rate is -1; expected >= 0\n"
+        "b (recipes/b.yaml): training.adam_beta2 is 1.0; expected in [0, 1)"
+    )
+    assert lines == [] and not (tmp_path / "out").exists()
+
+    (tmp_path / "recipes" / "b.yaml").unlink()
+    tok, data = tmp_path / "inputs" / "tk", "inputs/dat"
+    write_recipe(
+        tmp_path / "recipes" / "b.yaml", tmp_path / "inputs", "out/{name}",
+        tokenizer=str(tok), resume="inputs/data", **{"data.path": data},
+    )  # fmt: skip
+    with pytest.raises(DelphiError) as refused:
+        run_suite(["recipes"], devices="cpu", devices_per_run=3, echo=lines.append)
+    problems = str(refused.value).splitlines()
+    assert problems[0] == "5 problem(s) in the runs of the suite; nothing was started:"
+    assert problems[1].startswith("a (recipes/a.yaml): batch_size 8 cannot be split evenly over world size 3")
+    assert problems[2].startswith(
+        f"b (recipes/b.yaml): no such directory: {str(tok)!r} (tokenizer); did you mean"
+    )
+    assert problems[3].startswith(f"b (recipes/b.yaml): no such file or directory: {data!r} (dataset)")
+    assert problems[4].startswith("b (recipes/b.yaml): batch_size 8 cannot be split")
+    assert problems[5] == (
+        "b (recipes/b.yaml): resume 'inputs/data' is not a complete checkpoint with optimizer state "
+        "(expected a step folder holding checkpoint.json and optimizer.pt)"
+    )
+    assert lines == [] and not (tmp_path / "out").exists()
+    # a run that goes on from its own checkpoint does not read `resume:` (as `delphi train` does not)
+    b = plan_suite(["recipes"], only=["b"])[0]
+    assert len(run_problems(b, processes=1, resumes=False)) == 3
+    assert len(run_problems(b, processes=1, resumes=True)) == 2
+
+
 def test_missing_submitit_names_the_extra(monkeypatch):
     from delphi.suite.slurm import make_executor
 
@@ -316,13 +358,14 @@ def test_status_counts_the_step_branches_published_on_the_hub(
 
 @pytest.fixture(scope="module")
 def trained_suite(stories_data, tmp_path_factory):
-    """2 good recipes and 1 with a wrong data path, x seeds 0 1, --jobs 2: (root, finished process)."""
+    """2 good recipes and 1 that fails only when it starts (a model vocabulary smaller than the
+    tokenizer's: no check before the start loads a tokenizer), x seeds 0 1, --jobs 2: (root, process)."""
     root = tmp_path_factory.mktemp("suite")
     (root / "recipes").mkdir()
     write_recipe(root / "recipes" / "a.yaml", stories_data, "out/{name}")
     write_recipe(root / "recipes" / "b.yaml", stories_data, "out/{name}", model={**MODEL, "hidden_size": 24})
     write_recipe(
-        root / "recipes" / "broken.yaml", stories_data, "out/{name}", **{"data.path": str(root / "nowhere")}
+        root / "recipes" / "broken.yaml", stories_data, "out/{name}", model={**MODEL, "vocab_size": 256}
     )
     done = delphi(["suite", "recipes", "--seeds", "0", "1", "--jobs", "2"], root, timeout=1200)
     return root, done
