@@ -46,9 +46,10 @@ class Slow(TrainerCallback):
 """
 
 
-def delphi(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    """`python -m delphi ARGS` in `cwd`, with this checkout (and `cwd`, for test callbacks) importable."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{cwd}", "OMP_NUM_THREADS": "1"}
+def delphi(args: list[str], cwd: Path, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """`python -m delphi ARGS` in `cwd`, with this checkout (and `cwd`, for test callbacks) importable;
+    `env`: more environment variables."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{cwd}", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "delphi", *args], capture_output=True, text=True, env=env, cwd=cwd, **kw
     )
@@ -126,20 +127,109 @@ def test_bad_suites_are_refused_before_anything_starts(stories_data, tmp_path, m
     with pytest.raises(DelphiError, match="--devices 'gpu0'"):
         plan_layout(2, jobs=None, devices="gpu0", runs_per_device=1, devices_per_run=1)
     with pytest.raises(DelphiError, match="does not divide the 3 GPU"):
-        plan_layout(2, jobs=None, devices="0,1,2", runs_per_device=1, devices_per_run=2)
+        plan_layout(2, jobs=None, devices="0,1,2", runs_per_device=1, devices_per_run=2, visible=3)
 
 
 def test_device_layout():
-    four = plan_layout(20, jobs=None, devices="0,1,2,3", runs_per_device=2, devices_per_run=1)
+    four = plan_layout(20, jobs=None, devices="0,1,2,3", runs_per_device=2, devices_per_run=1, visible=4)
     assert four.slots == [[0], [1], [2], [3]] * 2 and four.processes == 1
-    pairs = plan_layout(20, jobs=None, devices="0,1,2,3", runs_per_device=1, devices_per_run=2)
+    pairs = plan_layout(20, jobs=None, devices="0,1,2,3", runs_per_device=1, devices_per_run=2, visible=4)
     assert pairs.slots == [[0, 1], [2, 3]] and pairs.processes == 2
-    assert len(plan_layout(3, jobs=8, devices="0,1,2,3", runs_per_device=2, devices_per_run=1).slots) == 3
+    three = plan_layout(3, jobs=8, devices="0,1,2,3", runs_per_device=2, devices_per_run=1, visible=4)
+    assert len(three.slots) == 3
     cpu = plan_layout(8, jobs=2, devices="cpu", runs_per_device=1, devices_per_run=1)
     assert cpu.slots == [None, None] and cpu.threads == max(1, cpu_cores() // 2)
     assert (
         plan_layout(8, jobs=None, devices="cpu", runs_per_device=1, devices_per_run=1).threads == cpu_cores()
     )
+
+
+def bare_suite(root: Path, **overrides) -> None:
+    """root/recipes/{a,b}.yaml on stand-in inputs: empty folders root/inputs/{tok,data}, enough for every
+    check made before a run starts (a run that started would fail on them); `overrides` go to b.yaml."""
+    (root / "inputs" / "tok").mkdir(parents=True)
+    (root / "inputs" / "data").mkdir()
+    (root / "recipes").mkdir()
+    write_recipe(root / "recipes" / "a.yaml", root / "inputs", "out/{name}")
+    write_recipe(root / "recipes" / "b.yaml", root / "inputs", "out/{name}", **overrides)
+
+
+def test_gpu_ids_must_name_a_visible_gpu(tmp_path):
+    from delphi.suite.local import parse_devices
+
+    assert parse_devices("1,0", visible=2) == [1, 0]
+    assert parse_devices("auto", visible=0) is None and parse_devices("cpu", visible=2) is None
+    assert parse_devices("auto", visible=2) == [0, 1]
+    with pytest.raises(DelphiError, match=r"--devices '1,7' names GPU 7, but this process sees 2 GPU\(s\)"):
+        parse_devices("1,7", visible=2)
+    bare_suite(tmp_path)
+    done = delphi(["suite", "recipes", "--devices", "0"], tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "delphi suite: error: --devices '0' names GPU 0, but no GPU is visible here "
+        "(CUDA_VISIBLE_DEVICES is empty); expected --devices cpu or auto"
+    )
+    assert done.stdout == "" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        ({"devices": "gpu"}, "--devices 'gpu' is not auto, cpu or a list of GPU ids"),
+        ({"runs_per_device": 0}, "--runs-per-device 0 must be at least 1"),
+        ({"devices_per_run": 0}, "--devices-per-run 0 must be at least 1"),
+        ({"jobs": 0, "executor": "submitit-local"}, "--jobs 0 must be at least 1"),
+    ],
+)
+def test_suite_flags_are_checked_before_the_plan_is_printed(tmp_path, monkeypatch, flags, error):
+    monkeypatch.chdir(tmp_path)
+    bare_suite(tmp_path)
+    lines = []
+    with pytest.raises(DelphiError, match=error):
+        run_suite(["recipes"], echo=lines.append, **flags)
+    assert lines == [] and not (tmp_path / "out").exists()
+
+
+def test_every_run_is_checked_before_any_starts(tmp_path, monkeypatch):
+    from delphi.suite.check import run_problems
+
+    monkeypatch.chdir(tmp_path)
+    bare_suite(tmp_path, **{"training.learning_rate": -1, "training.adam_beta2": 1.0})
+    lines = []
+    with pytest.raises(DelphiError) as refused:
+        run_suite(["recipes"], devices="cpu", echo=lines.append)
+    assert str(refused.value) == (
+        "2 problem(s) in the runs of the suite; nothing was started:\n"
+        "b (recipes/b.yaml): training.learning_rate is -1; expected >= 0\n"
+        "b (recipes/b.yaml): training.adam_beta2 is 1.0; expected in [0, 1)"
+    )
+    assert lines == [] and not (tmp_path / "out").exists()
+
+    (tmp_path / "recipes" / "b.yaml").unlink()
+    tok, data = tmp_path / "inputs" / "tk", "inputs/dat"
+    write_recipe(
+        tmp_path / "recipes" / "b.yaml", tmp_path / "inputs", "out/{name}",
+        tokenizer=str(tok), resume="inputs/data", **{"data.path": data},
+    )  # fmt: skip
+    with pytest.raises(DelphiError) as refused:
+        run_suite(["recipes"], devices="cpu", devices_per_run=3, echo=lines.append)
+    problems = str(refused.value).splitlines()
+    assert problems[0] == "5 problem(s) in the runs of the suite; nothing was started:"
+    assert problems[1].startswith("a (recipes/a.yaml): batch_size 8 cannot be split evenly over world size 3")
+    assert problems[2].startswith(
+        f"b (recipes/b.yaml): no such directory: {str(tok)!r} (tokenizer); did you mean"
+    )
+    assert problems[3].startswith(f"b (recipes/b.yaml): no such file or directory: {data!r} (dataset)")
+    assert problems[4].startswith("b (recipes/b.yaml): batch_size 8 cannot be split")
+    assert problems[5] == (
+        "b (recipes/b.yaml): resume 'inputs/data' is not a complete checkpoint with optimizer state "
+        "(expected a step folder holding checkpoint.json and optimizer.pt)"
+    )
+    assert lines == [] and not (tmp_path / "out").exists()
+    # a run that goes on from its own checkpoint does not read `resume:` (as `delphi train` does not)
+    b = plan_suite(["recipes"], only=["b"])[0]
+    assert len(run_problems(b, processes=1, resumes=False)) == 3
+    assert len(run_problems(b, processes=1, resumes=True)) == 2
 
 
 def test_missing_submitit_names_the_extra(monkeypatch):
@@ -268,13 +358,14 @@ def test_status_counts_the_step_branches_published_on_the_hub(
 
 @pytest.fixture(scope="module")
 def trained_suite(stories_data, tmp_path_factory):
-    """2 good recipes and 1 with a wrong data path, x seeds 0 1, --jobs 2: (root, finished process)."""
+    """2 good recipes and 1 that fails only when it starts (a model vocabulary smaller than the
+    tokenizer's: no check before the start loads a tokenizer), x seeds 0 1, --jobs 2: (root, process)."""
     root = tmp_path_factory.mktemp("suite")
     (root / "recipes").mkdir()
     write_recipe(root / "recipes" / "a.yaml", stories_data, "out/{name}")
     write_recipe(root / "recipes" / "b.yaml", stories_data, "out/{name}", model={**MODEL, "hidden_size": 24})
     write_recipe(
-        root / "recipes" / "broken.yaml", stories_data, "out/{name}", **{"data.path": str(root / "nowhere")}
+        root / "recipes" / "broken.yaml", stories_data, "out/{name}", model={**MODEL, "vocab_size": 256}
     )
     done = delphi(["suite", "recipes", "--seeds", "0", "1", "--jobs", "2"], root, timeout=1200)
     return root, done
@@ -289,7 +380,9 @@ def test_suite_trains_every_run_and_a_failure_stops_none_of_the_others(trained_s
     root, done = trained_suite
     assert done.returncode == 2, done.stdout + done.stderr
     assert "2 run(s) failed: broken-seed0, broken-seed1" in done.stderr
-    assert "no such file or directory" in done.stderr  # the tail of the failed runs' logs
+    assert (
+        "the tokenizer has 384 tokens but the model's vocab_size is 256" in done.stderr
+    )  # their logs' tails
     assert "4 trained, 0 already complete, 2 failed" in done.stdout
     for name in GOOD:
         out = root / "out" / name
@@ -305,6 +398,17 @@ def test_suite_trains_every_run_and_a_failure_stops_none_of_the_others(trained_s
         attempt = json.loads((root / "out" / name / ATTEMPT_NAME).read_text())
         assert (attempt["outcome"], attempt["returncode"]) == (FAILED, 2)
         assert run_status(root / "out" / name).state == FAILED
+
+
+@pytest.mark.slow
+def test_bad_flags_are_refused_on_a_complete_suite_too(trained_suite):
+    root, _ = trained_suite
+    complete = ["suite", "recipes", "--seeds", "0", "1", "--only", "a"]
+    before = tree_bytes(root / "out")
+    done = delphi([*complete, "--runs-per-device", "0"], root)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1] == "delphi suite: error: --runs-per-device 0 must be at least 1"
+    assert tree_bytes(root / "out") == before
 
 
 @pytest.mark.slow

@@ -115,10 +115,10 @@ def test_rerun_through_accelerate_with_two_processes(stories_data, tmp_path):
 @pytest.mark.parametrize(
     "override, match",
     [
-        ("training.learning_rate=-0.001", r"Invalid learning rate: -0.001"),
-        ("training.adam_beta1=1.5", r"beta parameter at index 0: 1.5"),
-        ("training.adam_epsilon=-1.0", r"epsilon value: -1.0"),
-        ("training.weight_decay=-0.1", r"weight_decay value: -0.1"),
+        ("training.learning_rate=-0.001", r"training.learning_rate is -0.001; expected >= 0"),
+        ("training.adam_beta1=1.5", r"training.adam_beta1 is 1.5; expected in \[0, 1\)"),
+        ("training.adam_epsilon=-1.0", r"training.adam_epsilon is -1.0; expected >= 0"),
+        ("training.weight_decay=-0.1", r"training.weight_decay is -0.1; expected >= 0"),
     ],
 )
 def test_bad_optimizer_values_touch_nothing(finished_run, tmp_path, override, match):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from delphi.errors import DelphiError
 from delphi.run_status import RUNNING, run_status
+from delphi.suite.check import check_runs
 from delphi.suite.launch import OK, log_path, log_tail
 from delphi.suite.plan import SuiteRun, plan_suite
 from delphi.suite.status import format_status, status_rows
@@ -71,15 +72,25 @@ def run_suite(
 ) -> SuiteResult:
     """Train every run of the suite that is not complete yet; never raises for a failed run.
 
-    Bad input (a broken recipe, two runs sharing an out_dir, bad devices) raises DelphiError before
-    anything starts. Ctrl-C stops the children cleanly and raises KeyboardInterrupt.
+    Bad input (bad flags or devices, a broken recipe, two runs sharing an out_dir, a run to train whose
+    inputs are missing or whose optimizer values are out of range: delphi.suite.check) raises
+    DelphiError before anything starts, the flags before anything is read. Ctrl-C stops the children
+    cleanly and raises KeyboardInterrupt.
     """
     if executor not in EXECUTORS:
         raise DelphiError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if jobs is not None and jobs < 1:
+        raise DelphiError(f"--jobs {jobs} must be at least 1")
+    if executor == "local":  # the flags first, whatever is left to train
+        from delphi.suite.local import check_layout
+
+        check_layout(
+            jobs=jobs, devices=devices, runs_per_device=runs_per_device, devices_per_run=devices_per_run
+        )
     runs = plan_suite(paths, only=only, seeds=seeds, overrides=overrides)
     result = SuiteResult(runs)
     todo: list[SuiteRun] = []
-    resumes = 0
+    resuming: list[bool] = []
     for run in runs:
         status = run_status(run.out_dir, max_steps=run.max_steps)
         if status.done:
@@ -90,7 +101,10 @@ def run_suite(
             echo(f"{run.name}: being trained by another process ({pid}); left alone")
         else:
             todo.append(run)
-            resumes += status.resumable_from is not None
+            resuming.append(status.resumable_from is not None)
+    processes = devices_per_run if executor == "local" else max(1, gpus_per_job)
+    check_runs(list(zip(todo, resuming, strict=True)), processes=processes)
+    resumes = sum(resuming)
     echo(
         f"suite: {len(runs)} run(s): {len(result.skipped)} complete (skipped), {len(todo)} to train"
         + (f" ({resumes} resume from a checkpoint)" if resumes else "")

@@ -41,15 +41,24 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def parse_devices(devices: str) -> list[int] | None:
-    """'auto' -> every visible GPU (None when there is none); 'cpu' -> None; '0,1,3' -> [0, 1, 3]."""
+def visible_gpus() -> int:
+    """How many GPUs this process sees (within CUDA_VISIBLE_DEVICES, if set); 0 without CUDA."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def parse_devices(devices: str, visible: int | None = None) -> list[int] | None:
+    """'auto' -> every visible GPU (None when there is none); 'cpu' -> None; '0,1,3' -> [0, 1, 3].
+
+    GPU ids count the GPUs this process sees (`visible`, default: ask torch), so an id that names no
+    visible GPU is refused rather than trained on the CPU.
+    """
     value = devices.strip().lower()
     if value == "cpu":
         return None
     if value == "auto":
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = visible_gpus() if visible is None else visible
         return list(range(count)) or None
     try:
         ids = [int(part) for part in value.split(",") if part.strip()]
@@ -57,20 +66,71 @@ def parse_devices(devices: str) -> list[int] | None:
         ids = []
     if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
         raise DelphiError(f"--devices {devices!r} is not auto, cpu or a list of GPU ids like 0,1,2,3")
+    count = visible_gpus() if visible is None else visible
+    missing = [i for i in ids if i >= count]
+    if missing:
+        raise DelphiError(f"--devices {devices!r} names GPU {missing[0]}, but {_gpus_seen(count)}")
     return ids
 
 
-def plan_layout(
-    n_runs: int, *, jobs: int | None, devices: str, runs_per_device: int, devices_per_run: int
-) -> Layout:
-    """How `n_runs` runs share this machine: device slots, concurrency and CPU threads."""
+def _gpus_seen(count: int) -> str:
+    """Why a GPU id is refused: 'no GPU is visible here ...' or 'this process sees 2 GPU(s) ...'."""
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    within = ""
+    if inherited is not None:
+        within = (
+            f" (numbered within CUDA_VISIBLE_DEVICES={inherited})"
+            if inherited.strip()
+            else " (CUDA_VISIBLE_DEVICES is empty)"
+        )
+    if count == 0:
+        return f"no GPU is visible here{within}; expected --devices cpu or auto"
+    return f"this process sees {count} GPU(s){within}; expected ids 0 to {count - 1}, auto or cpu"
+
+
+def check_layout(
+    *, jobs: int | None, devices: str, runs_per_device: int, devices_per_run: int, visible: int | None = None
+) -> list[int] | None:
+    """Check the suite's layout flags (before anything is planned or printed); the GPUs they give
+    (None: the CPU)."""
     if jobs is not None and jobs < 1:
         raise DelphiError(f"--jobs {jobs} must be at least 1")
     if runs_per_device < 1:
         raise DelphiError(f"--runs-per-device {runs_per_device} must be at least 1")
     if devices_per_run < 1:
         raise DelphiError(f"--devices-per-run {devices_per_run} must be at least 1")
-    gpus = parse_devices(devices)
+    gpus = parse_devices(devices, visible)
+    if gpus is None:
+        return None
+    if devices_per_run > 1 and runs_per_device > 1:
+        raise DelphiError(
+            "--runs-per-device packs small runs on one GPU; it cannot go with --devices-per-run > 1"
+        )
+    if len(gpus) % devices_per_run:
+        raise DelphiError(
+            f"--devices-per-run {devices_per_run} does not divide the {len(gpus)} GPU(s) {gpus}; "
+            "choose GPUs that split into whole groups"
+        )
+    return gpus
+
+
+def plan_layout(
+    n_runs: int,
+    *,
+    jobs: int | None,
+    devices: str,
+    runs_per_device: int,
+    devices_per_run: int,
+    visible: int | None = None,
+) -> Layout:
+    """How `n_runs` runs share this machine: device slots, concurrency and CPU threads."""
+    gpus = check_layout(
+        jobs=jobs,
+        devices=devices,
+        runs_per_device=runs_per_device,
+        devices_per_run=devices_per_run,
+        visible=visible,
+    )
     if gpus is None:
         concurrent = max(1, min(jobs or 1, n_runs))
         threads = max(1, cpu_cores() // (concurrent * devices_per_run))
@@ -80,15 +140,6 @@ def plan_layout(
             threads,
             devices_per_run,
             f"cpu: {concurrent} run(s) at once{processes}, {threads} thread(s) per process",
-        )
-    if devices_per_run > 1 and runs_per_device > 1:
-        raise DelphiError(
-            "--runs-per-device packs small runs on one GPU; it cannot go with --devices-per-run > 1"
-        )
-    if len(gpus) % devices_per_run:
-        raise DelphiError(
-            f"--devices-per-run {devices_per_run} does not divide the {len(gpus)} GPU(s) {gpus}; "
-            "choose GPUs that split into whole groups"
         )
     groups = [gpus[i : i + devices_per_run] for i in range(0, len(gpus), devices_per_run)]
     slots = [group for _ in range(runs_per_device) for group in groups]

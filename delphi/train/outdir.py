@@ -151,7 +151,6 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 def explicit_resume(recipe: Recipe) -> str | None:
     """The checkpoint a `resume:` path or hub branch names, checked (a hub branch is downloaded)."""
     from delphi.hub.client import parse_hub_ref
-    from delphi.inputs import check_local
 
     if recipe.resume in ("auto", "never"):
         return None
@@ -159,13 +158,21 @@ def explicit_resume(recipe: Recipe) -> str | None:
         from delphi.hub.publish import download_checkpoint
 
         return str(download_checkpoint(recipe.resume, Path(recipe.out_dir)))
-    path = check_local(recipe.resume, what="resume")
+    return str(check_resume_path(recipe.resume))
+
+
+def check_resume_path(text: str) -> Path:
+    """A local `resume:` path as a complete checkpoint with optimizer state, or the DelphiError that
+    says what it is not (also `delphi suite`'s check of every run before any starts)."""
+    from delphi.inputs import check_local
+
+    path = check_local(text, what="resume")
     if not (path.is_dir() and is_complete(path) and has_resume_state(path)):
         raise DelphiError(
-            f"resume {recipe.resume!r} is not a complete checkpoint with optimizer state "
+            f"resume {text!r} is not a complete checkpoint with optimizer state "
             "(expected a step folder holding checkpoint.json and optimizer.pt)"
         )
-    return str(path)
+    return path
 
 
 # ---- the set-aside run of --overwrite ----

@@ -184,12 +184,16 @@ def _integration_error(error: RuntimeError) -> str:
 
 def _check_optimizer_and_schedule(trainer, total: int) -> None:
     """Build the optimizer and learning-rate schedule once (and throw them away), so a bad learning rate,
-    beta, epsilon, weight decay or optimizer name fails now, not in the first step."""
+    beta, epsilon, weight decay or optimizer name fails now, not in the first step. The values are
+    checked first by the same function `delphi suite` checks every run with before any starts (torch
+    checks only the default group's weight decay, not the Trainer's groups)."""
+    from delphi.train.optimizer import OPTIMIZER_KEYS, optimizer_value_problems
+
     try:
+        problems = optimizer_value_problems({key: getattr(trainer.args, key) for key in OPTIMIZER_KEYS})
+        if problems:
+            raise ValueError("; ".join(problems))
         optimizer = trainer.create_optimizer()
-        for group in optimizer.param_groups:  # torch checks only the default, not the Trainer's groups
-            if group.get("weight_decay", 0.0) < 0:
-                raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
         trainer.create_scheduler(num_training_steps=total, optimizer=optimizer)
     except (ValueError, TypeError, ImportError, RuntimeError, KeyError) as e:
         name = trainer.args.optim
