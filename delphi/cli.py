@@ -26,7 +26,7 @@ def _corpus(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
     )
     for split, path in info["files"].items():
-        print(f"{split}: {info['counts'][split]} stories -> {path}")
+        print(f"{split}: {info['counts'][split]} stories {'->' if info['written'] else 'already in'} {path}")
 
 
 def _tokenizer(args: argparse.Namespace) -> None:

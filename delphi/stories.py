@@ -14,6 +14,7 @@ independent random streams derived from the seed.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -23,6 +24,8 @@ from typing import NamedTuple
 
 from delphi import __version__, atomic
 from delphi.errors import DelphiError
+
+log = logging.getLogger("delphi.stories")
 
 SPLITS = ("train", "validation")
 FEATURE = "story"
@@ -1099,8 +1102,9 @@ def write_corpus(
 ) -> dict:
     """Write `train-00000.parquet`, `validation-00000.parquet` (column `story`) and a README card.
 
-    Refuses to replace existing parquet files unless `overwrite`. Returns
-    `{"files": {split: path}, "counts": {split: n}}`.
+    A rerun with the same seed and sizes (same delphi and pyarrow versions, as its card records) finds the
+    corpus already there and writes nothing; other existing parquet files are replaced only with
+    `overwrite`. Returns `{"files": {split: path}, "counts": {split: n}, "written": bool}`.
     """
     _check_count("train_size", train_size, minimum=1)
     _check_count("validation_size", validation_size, minimum=1)
@@ -1110,18 +1114,29 @@ def write_corpus(
         raise DelphiError(f"out_dir {str(out)!r} exists and is not a directory")
     files = {split: out / f"{split}-00000.parquet" for split in SPLITS}
     existing = [str(p) for p in files.values() if p.exists()]
+    counts = {"train": train_size, "validation": validation_size}
+    card = _dataset_card(counts, seed)
     if existing and not overwrite:
+        if len(existing) == len(files) and _read_text(out / "README.md") == card:
+            log.info("%s already holds this corpus (seed %d, sizes %s): nothing to do", out, seed, counts)
+            return {"files": {split: str(path) for split, path in files.items()}, "counts": counts, "written": False}
         raise DelphiError(
-            f"refusing to overwrite {', '.join(existing)}; pass overwrite=True (--overwrite) to replace"
+            f"{str(out)!r} already holds a different corpus ({', '.join(existing)}; its README.md records "
+            "how it was made); pass --overwrite (overwrite=True) to replace it, or choose another out_dir"
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DelphiError(f"cannot create out_dir {str(out)!r}: {e}") from e
 
-    counts = {"train": train_size, "validation": validation_size}
     for split in SPLITS:
         _write_parquet(generate_stories(counts[split], seed, split), files[split])
-    card = _dataset_card(counts, seed)
     atomic.write_atomically(out / "README.md", lambda tmp: tmp.write_text(card, encoding="utf-8"))
-    return {"files": {split: str(path) for split, path in files.items()}, "counts": counts}
+    return {"files": {split: str(path) for split, path in files.items()}, "counts": counts, "written": True}
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None

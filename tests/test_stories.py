@@ -181,6 +181,20 @@ def test_write_corpus_refuses_to_overwrite_unless_asked(tmp_path):
     assert sha256(tmp_path / "train-00000.parquet") != before
 
 
+def test_rerunning_the_same_corpus_command_writes_nothing_and_succeeds(tmp_path):
+    from delphi.cli import main
+
+    args = ["corpus", "--out-dir", str(tmp_path), "--train-size", "20", "--validation-size", "5"]
+    main(args)
+    files = sorted(tmp_path.iterdir())
+    before = {p.name: (sha256(p), p.stat().st_mtime_ns) for p in files}
+    main(args)  # a rerun of a finished command: exits 0 (no SystemExit) and touches nothing
+    assert {p.name: (sha256(p), p.stat().st_mtime_ns) for p in sorted(tmp_path.iterdir())} == before
+    with pytest.raises(SystemExit) as e:  # other sizes: a different corpus, refused with the flag to use
+        main([*args[:-1], "6"])
+    assert e.value.code == 2
+
+
 @pytest.mark.parametrize("field", ["train_size", "validation_size"])
 @pytest.mark.parametrize("value", [0, -3, 2.5, "100", True])
 def test_write_corpus_rejects_bad_sizes_before_writing(tmp_path, field, value):
