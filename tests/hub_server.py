@@ -97,9 +97,11 @@ class FakeHub:
     # ---- test controls ----
 
     def fail(self, route: str, times: int | None = 1, mode: str = "500", match: str = "") -> None:
-        """Make the next `times` requests of `route` (whose path contains `match`) fail; None = forever."""
-        if mode not in ("500", "drop", "lost"):
-            raise ValueError(f"mode must be '500', 'drop' or 'lost', got {mode!r}")
+        """Make the next `times` requests of `route` (whose path contains `match`) fail; None = forever.
+        `mode`: an HTTP status to answer with ("500", "403", ...), "drop" the connection, or "lost": do the
+        work and drop the answer."""
+        if not (mode in ("drop", "lost") or (mode.isdigit() and 400 <= int(mode) < 600)):
+            raise ValueError(f"mode must be an HTTP error status such as '500', or 'drop' or 'lost', got {mode!r}")
         with self.lock:
             self.faults.append(_Fault(route, times, mode, match))
 
@@ -294,8 +296,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.shutdown(2)  # the client sees the connection reset, no answer
                 self._status = -1
-            elif fault == "500":
-                self._json(500, {"error": "injected failure"})
+            elif fault is not None and fault.isdigit():
+                self._json(int(fault), {"error": "injected failure"})
             elif fault == "lost" and handler is not None:
                 answer, self.wfile = self.wfile, io.BytesIO()  # the work is done, the answer goes nowhere
                 try:

@@ -92,6 +92,22 @@ def test_a_corrupted_upload_is_detected(hub_server, tmp_path):
     assert publish_folder(folder, "org/m", "step2", commit_message="x") == "uploaded"  # heals
 
 
+def test_only_failures_that_may_pass_are_retried(hub_server, tmp_path):
+    from delphi.hub.publish import publish_checkpoint_to_hub
+
+    ensure_repo("org/m")
+    folder = _folder(tmp_path / "step1", {"config.json": b"{}\n", "model.safetensors": b"\0" * 5000})
+    waits: list[float] = []
+    hub_server.fail("commit", times=None, mode="403", match="/commit/step1")  # no permission: final
+    hub_server.fail("commit", times=2, mode="500", match="/commit/main")  # a server hiccup: passes
+    step1, main = publish_checkpoint_to_hub(
+        folder, "org/m", ["step1", "main"], retries=3, retry_wait=1.0, sleep=waits.append
+    )
+    assert (step1.status, step1.attempts) == ("failed", 1) and "403" in step1.error
+    assert (main.status, main.attempts) == ("uploaded", 3)
+    assert waits == [1.0, 2.0]  # the 500s only
+
+
 def test_private_repo_needs_the_token(hub_server, tmp_path, monkeypatch):
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RepositoryNotFoundError

@@ -67,6 +67,14 @@ def _describe(err: Exception) -> str:
     return f"{type(err).__name__}: {text}"[:300]
 
 
+# HTTP answers that a retry cannot change: a bad request, no permission, no such repo or route, too large
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
+
+
+def _is_permanent(err: Exception) -> bool:
+    return getattr(getattr(err, "response", None), "status_code", None) in PERMANENT_STATUSES
+
+
 def publish_checkpoint_to_hub(
     staged: Path,
     repo_id: str,
@@ -76,7 +84,8 @@ def publish_checkpoint_to_hub(
     retry_wait: float = 10.0,
     sleep=time.sleep,
 ) -> list[BranchResult]:
-    """Publish a staged folder to each branch, verified; up to `retries` retries, waits doubling from `retry_wait`."""
+    """Publish a staged folder to each branch, verified; up to `retries` retries of a failure that may pass
+    (not a permission or not-found answer), waits doubling from `retry_wait`."""
     results = []
     for branch in branches:
         started = time.perf_counter()
@@ -94,20 +103,22 @@ def publish_checkpoint_to_hub(
                 break
             except Exception as e:  # any failure is retried, then reported; training goes on
                 error = _describe(e)
-                if attempt < retries:
+                if attempt < retries and not _is_permanent(e):
                     wait = min(retry_wait * 2**attempt, MAX_RETRY_WAIT)
                     log.warning("hub %s@%s: %s; retrying in %.1fs", repo_id, branch, error, wait)
                     sleep(wait)
-                elif _branch_holds(staged, repo_id, branch):  # the commit landed, only its answer was lost
+                    continue
+                if _branch_holds(staged, repo_id, branch):  # the commit landed, only its answer was lost
                     log.info("hub %s@%s: uploaded (verified after: %s)", repo_id, branch, error)
                     results.append(
                         BranchResult(branch, "uploaded", attempt + 1, time.perf_counter() - started)
                     )
                 else:
-                    log.error("hub %s@%s: failed after %d attempts: %s", repo_id, branch, attempt + 1, error)
+                    log.error("hub %s@%s: failed after %d attempt(s): %s", repo_id, branch, attempt + 1, error)
                     results.append(
                         BranchResult(branch, "failed", attempt + 1, time.perf_counter() - started, error)
                     )
+                break
     return results
 
 
