@@ -240,8 +240,7 @@ def logprobs_for_checkpoints(
     Returns {branch: {"status": "computed" | "skipped", "location": ..., **counts}}. Checkpoints whose
     result already exists (locally and, with `out_repo`, on the hub) are skipped.
     """
-    import torch
-
+    from delphi.devices import resolve_device
     from delphi.hub.client import ensure_repo
     from delphi.splits import load_split, split_name
 
@@ -249,6 +248,7 @@ def logprobs_for_checkpoints(
         raise DelphiError("nowhere to write: give --out-dir, --out-repo or both")
     if batch_size < 1:
         raise DelphiError(f"batch size must be >= 1, got {batch_size}")
+    device = resolve_device(device)
     model, branches = run_and_branches(str(model), branches)
     dataset = str(dataset)
     selected = select_branches(model, branches)
@@ -265,7 +265,6 @@ def logprobs_for_checkpoints(
         ensure_repo(out_repo, repo_type="dataset")
         public = _public(wanted)
         hub_done = {b: _is_done(_hub_marker(out_repo, b), name, public, f"{out_repo}@{b}") for b in selected}
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     results: dict[str, dict] = {}
     for i, branch in enumerate(selected):
