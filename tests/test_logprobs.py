@@ -298,3 +298,34 @@ def test_a_step_folder_with_other_branches_is_refused(tiny_run, tmp_path, capsys
     )
     assert list(same) == ["step8"]
 
+
+def test_ctrl_c_leaves_no_branch_folder_and_the_rerun_resumes(tiny_run, tmp_path):
+    """SIGINT while step2 is being scored: step1 stays done, nothing of step2 is left, the rerun redoes it."""
+    import signal
+    import time
+
+    run, data = tiny_run
+    rows = first_sequences(data, 16)
+    big = tmp_path / "big"
+    big.mkdir()  # enough sequences that scoring one checkpoint one at a time takes a few seconds
+    pq.write_table(pa.table({"tokens": pa.array(rows * 150, pa.list_(pa.int32()))}), big / "v-00000.parquet")
+    out = tmp_path / "lp"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "delphi", "logprobs", str(run), "--branches", "step1,step2",
+            "-i", str(big), "--split", "v", "-b", "1", "--out-dir", str(out)]  # fmt: skip
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO)
+        deadline = time.monotonic() + 120
+        # step1 is done and something of step2 has appeared: step2 is being scored
+        while not ((out / "step1" / MARKER).is_file() and any(p.name != "step1" for p in out.iterdir())):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr").read_text()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    assert "delphi logprobs: interrupted" in (tmp_path / "stderr").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["step1"], "an interrupted checkpoint leaves nothing"
+
+    again = logprobs_for_checkpoints(run, "step1,step2", dataset=big, split="v", out_dir=out, batch_size=64)
+    assert {b: r["status"] for b, r in again.items()} == {"step1": "skipped", "step2": "computed"}
+    assert sorted(p.name for p in out.iterdir()) == ["step1", "step2"]
+    assert len(load_logprobs(out, "step2", "v")) == 16 * 150

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -146,6 +147,36 @@ def _read_marker(folder: Path) -> dict:
 
 def _write_marker(folder: Path, marker: dict) -> None:
     atomic.write_json(folder / MARKER, marker)
+
+
+def _write_local(out_path: Path, branch: str, name: str, wanted: dict, write) -> tuple[Path, dict]:
+    """Write split `name` of `branch` into `out_path/branch` (parquet, then the marker) so that an
+    interruption leaves nothing half-done: a new branch folder is built under a hidden temp name and
+    renamed into place once complete; into an existing one (another split), the parquet file is
+    renamed into place before the marker names it."""
+    file = f"{name}-00000.parquet"
+    target = out_path / branch
+    if target.is_dir():
+        counts = atomic.write_atomically(target / file, lambda temp: write(path=temp))
+        info = {**wanted, "branch": branch, "file": file, **counts}
+        marker = _read_marker(target)
+        marker.setdefault("splits", {})[name] = info
+        _write_marker(target, marker)
+        return target / file, info
+    created = not out_path.exists()
+    out_path.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{branch}.tmp-", dir=out_path))
+    try:
+        counts = write(path=building / file)
+        info = {**wanted, "branch": branch, "file": file, **counts}
+        _write_marker(building, {"splits": {name: info}})
+        atomic.replace_dir(building, target)
+    finally:
+        if building.exists():
+            shutil.rmtree(building, ignore_errors=True)
+            if created and not any(out_path.iterdir()):
+                out_path.rmdir()  # the --out-dir this call made holds nothing: it goes too
+    return target / file, info
 
 
 def _conflict(done: dict, wanted: dict) -> list[str]:
@@ -288,19 +319,16 @@ def logprobs_for_checkpoints(
                         f"{dataset!r} holds token id {max_id} but {branch} of {model!r} has vocab_size "
                         f"{lm.config.vocab_size}: the dataset was tokenized with another tokenizer"
                     )
-                folder = Path(work) if out_path is None else out_path / branch
-                folder.mkdir(parents=True, exist_ok=True)
-                parquet = folder / f"{name}-00000.parquet"
                 write = functools.partial(
                     _write_split, lm, column, batch_size, device, desc=f"{branch} ({i + 1}/{len(selected)})"
                 )
-                counts = atomic.write_atomically(parquet, lambda temp, write=write: write(path=temp))
+                if out_path is None:
+                    parquet = Path(work) / f"{name}-00000.parquet"
+                    counts = write(path=parquet)
+                    info = {**wanted, "branch": branch, "file": parquet.name, **counts}
+                else:
+                    parquet, info = _write_local(out_path, branch, name, wanted, write)
                 del lm
-                info = {**wanted, "branch": branch, "file": f"{name}-00000.parquet", **counts}
-                if out_path is not None:
-                    marker = _read_marker(folder)
-                    marker.setdefault("splits", {})[name] = info
-                    _write_marker(folder, marker)
             if out_repo is not None and not hub_done[branch]:
                 _push(out_repo, branch, parquet, name, info | _public(wanted))
         log.info("%s: mean next-token logprob %.4f (%s)", branch, info["mean_logprob"], ", ".join(where))
