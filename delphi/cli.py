@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sample continuations of a prompt from a trained model; deterministic for a given seed.",
     )
     p.add_argument("model", help="checkpoint folder, run directory (its latest checkpoint) or hub repo id")
-    p.add_argument("--revision", help="hub branch, e.g. step400")
+    p.add_argument("--revision", help="checkpoint of a run directory or hub repo (branch), e.g. step400")
     p.add_argument(
         "--prompt", default="Once upon a time", help="text to continue (default: Once upon a time)"
     )
