@@ -14,6 +14,8 @@ import sys
 from delphi import __version__, quiet, signals
 from delphi.errors import DelphiError
 
+DEVICE_HELP = "torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)"
+
 
 def _corpus(args: argparse.Namespace) -> None:
     from delphi.stories import write_corpus
@@ -97,18 +99,24 @@ def _generate(args: argparse.Namespace) -> None:
 
     hf_logging.disable_progress_bar()  # a weight-loading bar is noise next to the samples
 
-    for i, text in enumerate(
-        generate(
-            args.model,
-            prompt=args.prompt,
-            n=args.n,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            seed=args.seed,
-            revision=args.revision,
+    samples = generate(
+        args.model,
+        prompt=args.prompt,
+        n=args.n,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        revision=args.revision,
+        device=args.device,
+    )
+    if args.temperature == 0 and args.n > 1:
+        print(
+            f"delphi generate: --temperature 0 is greedy decoding: its {args.n} samples would all be the "
+            "same, so it is shown once",
+            file=sys.stderr,
         )
-    ):
+    for i, text in enumerate(samples):
         print(f"--- sample {i + 1}\n{text}")
 
 
@@ -274,15 +282,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sample continuations of a prompt from a trained model; deterministic for a given seed.",
     )
     p.add_argument("model", help="checkpoint folder, run directory (its latest checkpoint) or hub repo id")
-    p.add_argument("--revision", help="hub branch, e.g. step400")
+    p.add_argument("--revision", help="checkpoint of a run directory or hub repo (branch), e.g. step400")
     p.add_argument(
         "--prompt", default="Once upon a time", help="text to continue (default: Once upon a time)"
     )
-    p.add_argument("-n", type=int, default=3, help="number of samples (default 3)")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate per sample")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy")
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
+    p.add_argument(
+        "-n",
+        type=int,
+        default=3,
+        help="number of samples (default 3); greedy decoding (--temperature 0) has one sample, printed once",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=200, help="tokens to generate per sample (default 200)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="sampling temperature (default 0.8); 0 = greedy decoding: one sample, whatever -n",
+    )
+    p.add_argument(
+        "--top-k", type=int, default=None, help="sample from the k most likely tokens only (k >= 1)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(func=_generate)
 
     p = sub.add_parser(
@@ -293,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(NaN at position 0): OUT_DIR/BRANCH/SPLIT-00000.parquet and/or branch BRANCH of a hub dataset "
         "repo. Checkpoints already done are skipped.",
     )
-    p.add_argument("model", help="run directory or hub model repo id")
+    p.add_argument(
+        "model", help="run directory, hub model repo id, or step folder (that one checkpoint of its run)"
+    )
     p.add_argument("--branches", default="ALL", help="ALL (every step* checkpoint) or e.g. step1,step64")
     p.add_argument("--dataset", "-i", required=True, help="tokenized dataset: local dir or hub dataset id")
     p.add_argument(
@@ -303,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="local directory for the results")
     p.add_argument("--out-repo", help="hub dataset repo to push the results to, one branch per checkpoint")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="sequences per forward pass (default 32)")
-    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(func=_logprobs)
 
     p = sub.add_parser(

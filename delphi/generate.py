@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+from delphi.devices import resolve_device
 from delphi.errors import DelphiError
 
 
@@ -23,6 +25,18 @@ def resolve_checkpoint(model: str | Path, revision: str | None = None) -> tuple[
     return ref.location
 
 
+def check_sampling(n: int, max_new_tokens: int, temperature: float, top_k: int | None) -> None:
+    """The sampling options, checked before anything is loaded (one DelphiError naming the bad value)."""
+    if n < 1:
+        raise DelphiError(f"-n {n}: expected the number of samples, an integer >= 1")
+    if max_new_tokens < 1:
+        raise DelphiError(f"--max-new-tokens {max_new_tokens}: expected an integer >= 1")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise DelphiError(f"--temperature {temperature}: expected a number >= 0 (0 = greedy)")
+    if top_k is not None and top_k < 1:
+        raise DelphiError(f"--top-k {top_k}: expected an integer >= 1 (sample from the k most likely tokens)")
+
+
 def generate(
     model: str | Path,
     *,
@@ -33,27 +47,28 @@ def generate(
     top_k: int | None = None,
     seed: int = 0,
     revision: str | None = None,
+    device: str | None = None,
 ) -> list[str]:
     """Return `n` continuations of `prompt` (prompt included), deterministic for a given seed and device.
 
     The prompt is encoded after `<bos>`, as every training sequence starts; sampling stops at `<eos>`.
+    `temperature=0` is greedy decoding: it has one continuation, so one is returned whatever `n`.
+    `device` defaults to cuda when there is a GPU, else cpu.
     """
+    check_sampling(n, max_new_tokens, temperature, top_k)
+    device = resolve_device(device)
+    where, revision = resolve_checkpoint(model, revision)
+
     import torch
     from transformers import AutoModelForCausalLM
 
     from delphi.tokenizer import load_tokenizer
 
-    if n < 1 or max_new_tokens < 1:
-        raise DelphiError(f"need n >= 1 and max_new_tokens >= 1, got n={n}, max_new_tokens={max_new_tokens}")
-    if temperature < 0:
-        raise DelphiError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    where, revision = resolve_checkpoint(model, revision)
     tokenizer = load_tokenizer(where, revision=revision)
     try:
         lm = AutoModelForCausalLM.from_pretrained(where, revision=revision)
     except OSError as e:
         raise DelphiError(f"could not load a model from {where!r}: {e}") from e
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     lm.to(device).eval()
     ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
     input_ids = torch.tensor([ids], device=device)
@@ -68,7 +83,7 @@ def generate(
             top_k=top_k if sampling else None,
             top_p=None,
             max_new_tokens=max_new_tokens,
-            num_return_sequences=n,
+            num_return_sequences=n if sampling else 1,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )

@@ -161,10 +161,21 @@ class CheckpointRef:
         return self.run, self.branch
 
 
+def step_folder_conflict(folder: str, option: str, other: str) -> str:
+    """The message for a step folder given together with other checkpoints' names (`--revision`,
+    `--branches`): the folder already is one checkpoint; the others are read from its run."""
+    path = Path(folder).expanduser()
+    run = str(path.parent)
+    return (
+        f"{folder!r} is checkpoint {path.name} of run {run!r}, but {option} {other!r} names another; "
+        f"pass the run directory {run!r} with {option}, or the step folder alone"
+    )
+
+
 def checkpoint_ref(model: str | os.PathLike, revision: str | None = None) -> CheckpointRef:
     """Read a checkpoint reference the same way for every command.
 
-    - a step folder (`out/run/step64`): that checkpoint of its run (`revision` must be absent); any other
+    - a step folder (`out/run/step64`): that checkpoint of its run (`revision` absent or that step); any other
       folder holding a model (config.json) is a run of its own with no branch;
     - a run directory (holding `step*/`): checkpoint `revision`, or no branch (the caller picks);
     - a hub repo id `org/name`: branch `revision` (or none);
@@ -175,12 +186,14 @@ def checkpoint_ref(model: str | os.PathLike, revision: str | None = None) -> Che
     text = str(model)
     path = Path(text).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).is_file():
-        if revision is not None:
-            raise DelphiError(
-                f"{text!r} is one checkpoint; --revision {revision!r} applies to runs and repos"
-            )
         if parse_step(path.name) is None:
+            if revision is not None:
+                raise DelphiError(
+                    f"{text!r} is one model (not a run); --revision {revision!r} applies to runs and repos"
+                )
             return CheckpointRef(str(path), None, local=True)  # a model folder outside any run
+        if revision is not None and revision != path.name:
+            raise DelphiError(step_folder_conflict(text, "--revision", revision))
         return CheckpointRef(str(path.parent), path.name, local=True)
     if path.is_dir():
         if revision is not None and not is_complete(path / revision):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -259,3 +260,44 @@ def test_cli_curves_of_a_directory_of_runs(suite_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"loss curves of 4 run(s) -> {out}" in proc.stdout
     assert len(out.with_suffix(".csv").read_text().splitlines()) == 1 + 16
+
+
+def test_a_step_folder_or_model_folder_is_not_a_run(two_runs, tmp_path):
+    """curves takes runs, directories of runs and hub repos; a step folder is told to pass its run."""
+    run = two_runs[0]
+    step = run / "step4"
+    expected = (
+        f"is one checkpoint (a step folder); curves plots whole runs: pass its run directory {str(run)!r}"
+    )
+    for call in (lambda: plot_curves([step], tmp_path / "c.png"), lambda: load_curve(step)):
+        with pytest.raises(DelphiError, match=re.escape(f"{str(step)!r} {expected}")):
+            call()
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with pytest.raises(DelphiError, match="model folder outside any run; expected a run directory, a dir"):
+        plot_curves([model], tmp_path / "c.png")
+    with pytest.raises(DelphiError) as missing:
+        plot_curves([tmp_path / "missing"], tmp_path / "c.png")
+    assert "step folder" not in str(missing.value)
+    assert "(a run directory, a directory of runs or a hub repo id 'org/name')" in str(missing.value)
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_a_run_named_twice_is_one_run(two_runs, tmp_path):
+    a, b = two_runs
+    # the same run as given, through another path, and inside its directory of runs
+    assert expand_runs([a, a, f"{a}/", a.parent / ".." / a.parent.name / a.name, b]) == [str(a), str(b)]
+    assert expand_runs([a, a.parent]) == [str(a), str(b)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "twice.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "delphi", "curves", str(a), str(a), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"loss curves of 1 run(s) -> {out}" in proc.stdout
+    assert len(out.with_suffix(".csv").read_text().splitlines()) == 1 + 4

@@ -250,3 +250,82 @@ def test_logprobs_from_a_hub_repo_pushed_to_a_hub_dataset(hub_server, tiny_run, 
     assert main["mean_logprob"] == pytest.approx(results["step8"]["mean_logprob"], abs=1e-6)
     sample = dict(prompt="Once upon a time", n=2, max_new_tokens=8, seed=5)
     assert generate("org/tiny", revision="step4", **sample) == generate(run / "step4", **sample)
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """Run the CLI in this process; it must exit 2 with one `delphi CMD: error:` line; return that line."""
+    from delphi.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"delphi {argv[0]}: error: "), captured.err
+    return lines[0]
+
+
+def test_a_device_that_is_not_here_fails_before_anything_is_loaded(tiny_run, tmp_path, capsys):
+    from delphi.devices import available_devices
+
+    run, data = tiny_run
+    here = ", ".join(available_devices())
+    argv = ["logprobs", str(run), "--branches", "step1", "-i", str(data), "--split", "validation[:10]"]
+    argv += ["--out-dir", str(tmp_path / "x")]
+    bad = {"cdua": "is not a torch device", "cuda:99": "", "meta": "delphi cannot run on 'meta' devices"}
+    if not torch.cuda.is_available():
+        bad["cuda"] = "is not available (torch"
+    for device, reason in bad.items():
+        error = cli_error(capsys, [*argv, "--device", device])
+        assert (
+            f"--device {device!r}" in error and reason in error and error.endswith(f"available here: {here}")
+        )
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_step_folder_with_other_branches_is_refused(tiny_run, tmp_path, capsys):
+    """`RUN/step8 --branches step1` would score the run's step1: refused, as `generate --revision` is."""
+    run, data = tiny_run
+    step8 = str(run / "step8")
+    argv = ["-i", str(data), "--split", "validation[:4]", "--out-dir", str(tmp_path / "x")]
+    for branches in ("step1", "step8,step1", "ALL,step1"):
+        error = cli_error(capsys, ["logprobs", step8, "--branches", branches, *argv])
+        assert f"{step8!r} is checkpoint step8 of run {str(run)!r}, but --branches {branches!r}" in error
+        assert f"pass the run directory {str(run)!r} with --branches, or the step folder alone" in error
+    assert not (tmp_path / "x").exists()
+    same = logprobs_for_checkpoints(
+        step8, "step8", dataset=data, split="validation[:4]", out_dir=tmp_path / "x"
+    )
+    assert list(same) == ["step8"]
+
+
+def test_ctrl_c_leaves_no_branch_folder_and_the_rerun_resumes(tiny_run, tmp_path):
+    """SIGINT while step2 is being scored: step1 stays done, nothing of step2 is left, the rerun redoes it."""
+    import signal
+    import time
+
+    run, data = tiny_run
+    rows = first_sequences(data, 16)
+    big = tmp_path / "big"
+    big.mkdir()  # enough sequences that scoring one checkpoint one at a time takes a few seconds
+    pq.write_table(pa.table({"tokens": pa.array(rows * 150, pa.list_(pa.int32()))}), big / "v-00000.parquet")
+    out = tmp_path / "lp"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "delphi", "logprobs", str(run), "--branches", "step1,step2",
+            "-i", str(big), "--split", "v", "-b", "1", "--out-dir", str(out)]  # fmt: skip
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO)
+        deadline = time.monotonic() + 120
+        # step1 is done and something of step2 has appeared: step2 is being scored
+        while not ((out / "step1" / MARKER).is_file() and any(p.name != "step1" for p in out.iterdir())):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr").read_text()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    assert "delphi logprobs: interrupted" in (tmp_path / "stderr").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["step1"], "an interrupted checkpoint leaves nothing"
+
+    again = logprobs_for_checkpoints(run, "step1,step2", dataset=big, split="v", out_dir=out, batch_size=64)
+    assert {b: r["status"] for b, r in again.items()} == {"step1": "skipped", "step2": "computed"}
+    assert sorted(p.name for p in out.iterdir()) == ["step1", "step2"]
+    assert len(load_logprobs(out, "step2", "v")) == 16 * 150

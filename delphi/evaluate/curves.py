@@ -90,6 +90,7 @@ def _run_details(source: str, branch: str) -> dict:
 def load_curve(run_or_repo: str | os.PathLike) -> Curve:
     """The curve of a run directory or hub repo; checkpoints without an evaluation are left out."""
     source = str(run_or_repo)
+    _check_run(source)
     branches = list_branches(source)
     if not branches:
         raise DelphiError(f"{source!r} has no step checkpoints (no complete step{{N}} folder or branch)")
@@ -108,20 +109,52 @@ def load_curve(run_or_repo: str | os.PathLike) -> Curve:
     )
 
 
+RUNS_EXPECTED = "a run directory, a directory of runs or a hub repo id 'org/name'"
+
+
+def _check_run(run: str) -> None:
+    """A DelphiError unless `run` can be a run, a directory of runs or a hub repo: a missing path, a step
+    folder (one checkpoint: its run is its parent) or a model folder outside any run."""
+    from delphi.inputs import check_local_or_hub
+    from delphi.layout import CONFIG_FILE, parse_step
+
+    if not is_local(run):
+        check_local_or_hub(run, what=RUNS_EXPECTED)
+        return
+    path = Path(run).expanduser()
+    if not path.is_dir():
+        raise DelphiError(f"{run!r} is a file; expected {RUNS_EXPECTED}")
+    if (path / CONFIG_FILE).is_file():
+        if parse_step(path.name) is not None:
+            raise DelphiError(
+                f"{run!r} is one checkpoint (a step folder); curves plots whole runs: pass its run "
+                f"directory {str(path.parent)!r}"
+            )
+        raise DelphiError(f"{run!r} is a model folder outside any run; expected {RUNS_EXPECTED}")
+
+
+def _run_key(run: str) -> str:
+    """What a run is, however it was named: a local run by its resolved path, a hub repo by its id."""
+    return str(Path(run).expanduser().resolve()) if is_local(run) else run
+
+
 def expand_runs(runs: list[str | os.PathLike]) -> list[str]:
-    """Run directories and hub repos as given, with a directory of runs replaced by its runs (sorted)."""
+    """Run directories and hub repos as given, with a directory of runs replaced by its runs (sorted);
+    a run named more than once (directly, or also inside a directory of runs) is kept once, where it
+    first appears. Anything that cannot be a run is a DelphiError that says what was expected."""
     from delphi.layout import list_checkpoints
 
-    out = []
+    out: dict[str, str] = {}
     for run in map(str, runs):
+        _check_run(run)
         path = Path(run)
-        if is_local(run) and path.is_dir() and not list_checkpoints(path):
+        found = [run]
+        if is_local(run) and not list_checkpoints(path):
             inner = sorted(str(p) for p in path.iterdir() if p.is_dir() and list_checkpoints(p))
-            if inner:
-                out += inner
-                continue
-        out.append(run)
-    return out
+            found = inner or found
+        for each in found:
+            out.setdefault(_run_key(each), each)
+    return list(out.values())
 
 
 @dataclass(frozen=True)

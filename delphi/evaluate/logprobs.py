@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -148,6 +149,36 @@ def _write_marker(folder: Path, marker: dict) -> None:
     atomic.write_json(folder / MARKER, marker)
 
 
+def _write_local(out_path: Path, branch: str, name: str, wanted: dict, write) -> tuple[Path, dict]:
+    """Write split `name` of `branch` into `out_path/branch` (parquet, then the marker) so that an
+    interruption leaves nothing half-done: a new branch folder is built under a hidden temp name and
+    renamed into place once complete; into an existing one (another split), the parquet file is
+    renamed into place before the marker names it."""
+    file = f"{name}-00000.parquet"
+    target = out_path / branch
+    if target.is_dir():
+        counts = atomic.write_atomically(target / file, lambda temp: write(path=temp))
+        info = {**wanted, "branch": branch, "file": file, **counts}
+        marker = _read_marker(target)
+        marker.setdefault("splits", {})[name] = info
+        _write_marker(target, marker)
+        return target / file, info
+    created = not out_path.exists()
+    out_path.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{branch}.tmp-", dir=out_path))
+    try:
+        counts = write(path=building / file)
+        info = {**wanted, "branch": branch, "file": file, **counts}
+        _write_marker(building, {"splits": {name: info}})
+        atomic.replace_dir(building, target)
+    finally:
+        if building.exists():
+            shutil.rmtree(building, ignore_errors=True)
+            if created and not any(out_path.iterdir()):
+                out_path.rmdir()  # the --out-dir this call made holds nothing: it goes too
+    return target / file, info
+
+
 def _conflict(done: dict, wanted: dict) -> list[str]:
     """Differences that make an existing result a different computation (not a finished one)."""
     keys = ("model", "dataset", "split", "feature")
@@ -240,8 +271,7 @@ def logprobs_for_checkpoints(
     Returns {branch: {"status": "computed" | "skipped", "location": ..., **counts}}. Checkpoints whose
     result already exists (locally and, with `out_repo`, on the hub) are skipped.
     """
-    import torch
-
+    from delphi.devices import resolve_device
     from delphi.hub.client import ensure_repo
     from delphi.splits import load_split, split_name
 
@@ -249,6 +279,7 @@ def logprobs_for_checkpoints(
         raise DelphiError("nowhere to write: give --out-dir, --out-repo or both")
     if batch_size < 1:
         raise DelphiError(f"batch size must be >= 1, got {batch_size}")
+    device = resolve_device(device)
     model, branches = run_and_branches(str(model), branches)
     dataset = str(dataset)
     selected = select_branches(model, branches)
@@ -265,7 +296,6 @@ def logprobs_for_checkpoints(
         ensure_repo(out_repo, repo_type="dataset")
         public = _public(wanted)
         hub_done = {b: _is_done(_hub_marker(out_repo, b), name, public, f"{out_repo}@{b}") for b in selected}
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     results: dict[str, dict] = {}
     for i, branch in enumerate(selected):
@@ -289,19 +319,16 @@ def logprobs_for_checkpoints(
                         f"{dataset!r} holds token id {max_id} but {branch} of {model!r} has vocab_size "
                         f"{lm.config.vocab_size}: the dataset was tokenized with another tokenizer"
                     )
-                folder = Path(work) if out_path is None else out_path / branch
-                folder.mkdir(parents=True, exist_ok=True)
-                parquet = folder / f"{name}-00000.parquet"
                 write = functools.partial(
                     _write_split, lm, column, batch_size, device, desc=f"{branch} ({i + 1}/{len(selected)})"
                 )
-                counts = atomic.write_atomically(parquet, lambda temp, write=write: write(path=temp))
+                if out_path is None:
+                    parquet = Path(work) / f"{name}-00000.parquet"
+                    counts = write(path=parquet)
+                    info = {**wanted, "branch": branch, "file": parquet.name, **counts}
+                else:
+                    parquet, info = _write_local(out_path, branch, name, wanted, write)
                 del lm
-                info = {**wanted, "branch": branch, "file": f"{name}-00000.parquet", **counts}
-                if out_path is not None:
-                    marker = _read_marker(folder)
-                    marker.setdefault("splits", {})[name] = info
-                    _write_marker(folder, marker)
             if out_repo is not None and not hub_done[branch]:
                 _push(out_repo, branch, parquet, name, info | _public(wanted))
         log.info("%s: mean next-token logprob %.4f (%s)", branch, info["mean_logprob"], ", ".join(where))

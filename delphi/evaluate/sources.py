@@ -14,7 +14,15 @@ import yaml
 
 from delphi.errors import DelphiError
 from delphi.hub.client import hub_error
-from delphi.layout import MAIN_BRANCH, META_NAME, RECIPE_FILE, checkpoint_ref, parse_step, step_name
+from delphi.layout import (
+    MAIN_BRANCH,
+    META_NAME,
+    RECIPE_FILE,
+    checkpoint_ref,
+    parse_step,
+    step_folder_conflict,
+    step_name,
+)
 
 ALL = "ALL"
 
@@ -26,11 +34,21 @@ def is_local(model: str | os.PathLike) -> bool:
 def run_and_branches(
     model: str | os.PathLike, branches: str | list[str] = ALL
 ) -> tuple[str, str | list[str]]:
-    """A step folder stands for its run with that one branch; a run directory or repo id for itself."""
+    """A step folder stands for its run with that one branch (`branches` must be ALL or that step); a run
+    directory or repo id for itself."""
     ref = checkpoint_ref(model)
     if ref.local and ref.branch is not None:
-        return ref.run, ([ref.branch] if branches in (ALL, [ALL]) else branches)
+        if branches in (ALL, [ALL]) or _branch_list(branches) == [ref.branch]:
+            return ref.run, [ref.branch]
+        text = branches if isinstance(branches, str) else ",".join(branches)
+        raise DelphiError(step_folder_conflict(str(model), "--branches", text))
     return str(model), branches
+
+
+def _branch_list(branches: str | list[str]) -> list[str]:
+    """`step1,step8` (or a list) as distinct names, in order."""
+    names = branches.split(",") if isinstance(branches, str) else branches
+    return list(dict.fromkeys(b.strip() for b in names if b.strip()))
 
 
 def _check_source(model: str) -> None:
@@ -72,9 +90,7 @@ def select_branches(model: str | os.PathLike, branches: str | list[str] = ALL) -
                 f"{str(model)!r} has no step checkpoints (no complete step{{N}} folder or branch)"
             )
         return available
-    wanted = [
-        b.strip() for b in (branches.split(",") if isinstance(branches, str) else branches) if b.strip()
-    ]
+    wanted = _branch_list(branches)
     if not wanted:
         raise DelphiError(f"--branches {branches!r} names no branch; expected ALL or e.g. step1,step8")
     remote_main = not is_local(model)  # a hub repo's final model is on main
@@ -84,7 +100,7 @@ def select_branches(model: str | os.PathLike, branches: str | list[str] = ALL) -
         raise DelphiError(
             f"{str(model)!r} has no checkpoint {', '.join(missing)}; available: {shown or 'none'}"
         )
-    return list(dict.fromkeys(wanted))
+    return wanted
 
 
 def load_location(model: str | os.PathLike, branch: str) -> tuple[str, str | None]:
