@@ -1119,7 +1119,11 @@ def write_corpus(
     if existing and not overwrite:
         if len(existing) == len(files) and _read_text(out / "README.md") == card:
             log.info("%s already holds this corpus (seed %d, sizes %s): nothing to do", out, seed, counts)
-            return {"files": {split: str(path) for split, path in files.items()}, "counts": counts, "written": False}
+            return {
+                "files": {split: str(path) for split, path in files.items()},
+                "counts": counts,
+                "written": False,
+            }
         raise DelphiError(
             f"{str(out)!r} already holds a different corpus ({', '.join(existing)}; its README.md records "
             "how it was made); pass --overwrite (overwrite=True) to replace it, or choose another out_dir"

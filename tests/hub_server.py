@@ -101,7 +101,9 @@ class FakeHub:
         `mode`: an HTTP status to answer with ("500", "403", ...), "drop" the connection, or "lost": do the
         work and drop the answer."""
         if not (mode in ("drop", "lost") or (mode.isdigit() and 400 <= int(mode) < 600)):
-            raise ValueError(f"mode must be an HTTP error status such as '500', or 'drop' or 'lost', got {mode!r}")
+            raise ValueError(
+                f"mode must be an HTTP error status such as '500', or 'drop' or 'lost', got {mode!r}"
+            )
         with self.lock:
             self.faults.append(_Fault(route, times, mode, match))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import cli_error
 
 from delphi.cli import main
 from delphi.devices import available_devices, resolve_device
@@ -14,18 +15,6 @@ from delphi.errors import DelphiError
 from delphi.generate import generate
 
 SAMPLE = {"prompt": "Once upon a time", "max_new_tokens": 8}
-
-
-def cli_error(capsys, argv: list[str]) -> str:
-    """Run the CLI in this process; it must exit 2 with one `delphi CMD: error:` line; return that line."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"delphi {argv[0]}: error: "), captured.err
-    assert "Traceback" not in captured.err
-    return lines[0]
 
 
 # ---- devices: the shared --device check (fast: nothing is loaded) ----

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from tiny import write_recipe
+from tiny import cli_error, write_recipe
 
 from delphi.errors import DelphiError
 from delphi.evaluate.logprobs import MARKER, load_logprobs, logprobs_for_checkpoints, token_logprobs
@@ -250,19 +250,6 @@ def test_logprobs_from_a_hub_repo_pushed_to_a_hub_dataset(hub_server, tiny_run, 
     assert main["mean_logprob"] == pytest.approx(results["step8"]["mean_logprob"], abs=1e-6)
     sample = dict(prompt="Once upon a time", n=2, max_new_tokens=8, seed=5)
     assert generate("org/tiny", revision="step4", **sample) == generate(run / "step4", **sample)
-
-
-def cli_error(capsys, argv: list[str]) -> str:
-    """Run the CLI in this process; it must exit 2 with one `delphi CMD: error:` line; return that line."""
-    from delphi.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"delphi {argv[0]}: error: "), captured.err
-    return lines[0]
 
 
 def test_a_device_that_is_not_here_fails_before_anything_is_loaded(tiny_run, tmp_path, capsys):

@@ -142,7 +142,8 @@ def test_bad_values_from_the_command_line_are_one_line(finished_run):
         "training.optim=adamw_nope",
     ):
         # a warmup longer than the run: its warning would only mislead next to the error
-        cli = [sys.executable, "-m", "delphi", "train", recipe, "--set", override, "--set", "training.warmup_steps=99"]
+        warmup = ["--set", "training.warmup_steps=99"]
+        cli = [sys.executable, "-m", "delphi", "train", recipe, "--set", override, *warmup]
         proc = run_cli([*cli, "--overwrite"])
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr and "delphi train: error:" in proc.stderr, proc.stderr[-2000:]

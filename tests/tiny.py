@@ -1,4 +1,5 @@
-"""The tiny Llama recipe that end-to-end tests train (on the `stories_data` fixture in conftest.py)."""
+"""The tiny Llama recipe that end-to-end tests train (on the `stories_data` fixture in conftest.py), and
+the check that a CLI command failed with one line."""
 
 from __future__ import annotations
 
@@ -49,3 +50,19 @@ def write_recipe(path: Path, data_root: Path, out_dir: Path, **overrides) -> Pat
             recipe[section] = value
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """Run the CLI in this process; it must exit 2 with one `delphi CMD: error:` line; return that line."""
+    import pytest
+
+    from delphi.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"delphi {argv[0]}: error: "), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]

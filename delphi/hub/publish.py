@@ -114,7 +114,9 @@ def publish_checkpoint_to_hub(
                         BranchResult(branch, "uploaded", attempt + 1, time.perf_counter() - started)
                     )
                 else:
-                    log.error("hub %s@%s: failed after %d attempt(s): %s", repo_id, branch, attempt + 1, error)
+                    log.error(
+                        "hub %s@%s: failed after %d attempt(s): %s", repo_id, branch, attempt + 1, error
+                    )
                     results.append(
                         BranchResult(branch, "failed", attempt + 1, time.perf_counter() - started, error)
                     )
