@@ -427,9 +427,8 @@ def main(argv: list[str] | None = None) -> None:
         if speaks:
             print(f"delphi {args.command}: stopped by SIGTERM; saved checkpoints are intact", file=sys.stderr)
         sys.exit(128 + e.signum)
-    except (
-        BrokenPipeError
-    ):  # the reader stopped early (`delphi batches ... | head`): end as `yes | head` does
+    except BrokenPipeError:
+        # the reader stopped early (`delphi batches ... | head`): end as `yes | head` does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         sys.exit(128 + signal.SIGPIPE)
 
