@@ -188,6 +188,23 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(finished
     assert "init: 8" in (out / "recipe.yaml").read_text()
 
 
+FAIL_AT_STEP_3 = FAIL_AT_STEP.replace("== 0", "== 3").replace("FailAtStep", "FailAtStep3")
+
+
+def test_overwrite_resumes_a_partial_run_of_the_same_recipe(finished_run, tmp_path, monkeypatch, caplog):
+    recipe, _ = finished_run
+    (tmp_path / "fail3.py").write_text(FAIL_AT_STEP_3)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "partial"
+    with pytest.raises(RuntimeError, match="on purpose"):  # stops after step 2's checkpoint
+        train(load_recipe([recipe], [f"out_dir={out}", "callbacks=['fail3:FailAtStep3']"]))
+    assert [s for s, _ in list_checkpoints(out)] == [1, 2]
+    with caplog.at_level("INFO", logger="delphi.train"):
+        summary = train(load_recipe([recipe], [f"out_dir={out}"]), overwrite=True)
+    assert f"resuming from {out / 'step2'}" in caplog.text and summary["checkpoints"] == [1, 2, 4]
+    assert "set aside" not in caplog.text and not (out / REPLACED_DIR).exists()
+
+
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_a_fresh_out_dir(
     stories_data, tmp_path, monkeypatch
 ):
