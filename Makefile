@@ -63,6 +63,10 @@ given = $(filter command environment,$(firstword $(origin $(1))))
 TRAIN_SET := $(if $(or $(call given,TOKENIZER),$(call given,OUT)),--set tokenizer=$(TOKENIZER)) \
              $(if $(or $(call given,TOKENIZED),$(call given,OUT)),--set data.path=$(TOKENIZED)) \
              $(if $(or $(call given,RUN_DIR),$(call given,OUT)),--set out_dir=$(RUN_DIR))
+# A suite takes the same inputs; each of its runs goes to OUT/{name} (the recipe's name, with -seed{k}).
+SUITE_SET := $(if $(or $(call given,TOKENIZER),$(call given,OUT)),--set tokenizer=$(TOKENIZER)) \
+             $(if $(or $(call given,TOKENIZED),$(call given,OUT)),--set data.path=$(TOKENIZED)) \
+             $(if $(call given,OUT),--set 'out_dir=$(OUT)/{name}')
 
 train: $(STAMP)
 	$(DELPHI) train $(RECIPE) $(TRAIN_SET) $(SET_ARGS)
@@ -79,7 +83,7 @@ JOBS      ?=
 
 # recipes/demo trains on the embedded corpus: its tokenizer and dataset are built first when missing
 suite: $(STAMP) $(if $(filter recipes/demo%,$(SUITE)),$(TOKENIZED)/delphi_dataset.json)
-	$(DELPHI) suite $(SUITE) $(if $(strip $(SEEDS)),--seeds $(SEEDS)) $(if $(strip $(JOBS)),--jobs $(JOBS)) $(SET_ARGS)
+	$(DELPHI) suite $(SUITE) $(if $(strip $(SEEDS)),--seeds $(SEEDS)) $(if $(strip $(JOBS)),--jobs $(JOBS)) $(SUITE_SET) $(SET_ARGS)
 
 validate: $(STAMP)
 	$(DELPHI) validate recipes

@@ -100,3 +100,14 @@ def test_make_train_uses_the_tokenizer_and_dataset_it_is_given(checkout):
     assert trained.returncode == 0, trained.stderr[-3000:]
     recipe = (checkout / "out/t/run/recipe.yaml").read_text()
     assert "tokenizer: out/t/tok" in recipe and "path: out/t/data" in recipe
+
+
+def test_make_suite_out_reads_and_writes_only_under_out(checkout):
+    done = make(checkout, "suite", "OUT=out/s", "SEEDS=1", "SET=training.max_steps=4 checkpoints.every=2")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    out = checkout / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["s"], "nothing may be written to out/demo"
+    runs = sorted(p.name for p in (out / "s").iterdir() if (p / "step4").is_dir())
+    assert runs == ["llama2-demo-seed1", "mamba-demo-seed1"]
+    recipe = (out / "s" / "mamba-demo-seed1" / "recipe.yaml").read_text()
+    assert "tokenizer: out/s/tokenizer" in recipe and "path: out/s/dataset" in recipe
