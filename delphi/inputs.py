@@ -4,7 +4,8 @@ Most inputs (tokenizer, dataset, model, resume) take either a local path or a hu
 mistyped path must not surface as a hub error ("Repo id must be in the form ...") or a network
 timeout: anything that does not exist locally and either looks like a path (starts with `.`, `/` or
 `~`, or has more than one `/`) or cannot be a hub id is reported as a missing path, with the nearest
-existing name beside it when there is one.
+existing name beside it when there is one. An output directory is checked the same way before any
+work: it must be a directory, or creatable under one, that this process may write to.
 """
 
 from __future__ import annotations
@@ -73,4 +74,22 @@ def check_local(text: str, *, what: str, files_ok: bool = False) -> Path:
     path = Path(text).expanduser()
     if not path.exists():
         raise missing_path_error(text, what=what, files_ok=files_ok)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, *, what: str = "--out-dir") -> Path:
+    """`path` as a directory that exists or can be created, and that this process may write into; else
+    one DelphiError naming it (a file in the way, or no write permission), before any work starts."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise DelphiError(f"{what} {str(path)!r} is a file, not a directory")
+    nearest = path
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise DelphiError(
+            f"{what} {str(path)!r} cannot be created: {str(nearest)!r} is a file, not a directory"
+        )
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise DelphiError(f"{what} {str(path)!r} is not writable: no write permission in {str(nearest)!r}")
     return path

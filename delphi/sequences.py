@@ -175,8 +175,9 @@ def _split_names(splits: list[str]) -> list[str]:
 
 def _check_out_dir(out_path: Path, in_dataset, overwrite: bool) -> list[Path]:
     """Refuse to clobber a dataset already in `out_path` (unless `overwrite`); return its files."""
-    if out_path.exists() and not out_path.is_dir():
-        raise DelphiError(f"--out-dir {str(out_path)!r} exists and is not a directory")
+    from delphi.inputs import check_output_dir
+
+    check_output_dir(out_path)
     source = Path(in_dataset).expanduser()
     source_dir = source.resolve().parent if source.is_file() else source.resolve()
     if source.exists() and out_path.resolve() == source_dir:

@@ -1109,9 +1109,9 @@ def write_corpus(
     _check_count("train_size", train_size, minimum=1)
     _check_count("validation_size", validation_size, minimum=1)
     _check_count("seed", seed, minimum=None)
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DelphiError(f"out_dir {str(out)!r} exists and is not a directory")
+    from delphi.inputs import check_output_dir
+
+    out = check_output_dir(out_dir, what="--out-dir")
     files = {split: out / f"{split}-00000.parquet" for split in SPLITS}
     existing = [str(p) for p in files.values() if p.exists()]
     counts = {"train": train_size, "validation": validation_size}

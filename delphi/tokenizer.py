@@ -150,8 +150,9 @@ def require_specials(tokenizer) -> None:
 
 
 def _check_out_dir(out_path: Path, overwrite: bool) -> None:
-    if out_path.exists() and not out_path.is_dir():
-        raise DelphiError(f"--out-dir {str(out_path)!r} exists and is not a directory")
+    from delphi.inputs import check_output_dir
+
+    check_output_dir(out_path)
     existing = [f for f in _TOKENIZER_FILES if (out_path / f).exists()]
     if existing and not overwrite:
         raise DelphiError(

@@ -226,6 +226,18 @@ def test_every_run_is_checked_before_any_starts(tmp_path, monkeypatch):
         "(expected a step folder holding checkpoint.json and optimizer.pt)"
     )
     assert lines == [] and not (tmp_path / "out").exists()
+    # an out_dir that cannot be created: found for every run before any starts
+    broken = (tmp_path / "recipes" / "b.yaml").read_text()
+    write_recipe(tmp_path / "recipes" / "b.yaml", tmp_path / "inputs", "out/{name}")
+    (tmp_path / "out").write_text("a file in the way")
+    with pytest.raises(DelphiError) as refused:
+        run_suite(["recipes"], devices="cpu", echo=lines.append)
+    assert str(refused.value).splitlines()[1:] == [
+        f"{name} (recipes/{name}.yaml): out_dir 'out/{name}' cannot be created: 'out' is a file, not a directory"
+        for name in ("a", "b")
+    ]
+    (tmp_path / "out").unlink()
+    (tmp_path / "recipes" / "b.yaml").write_text(broken)
     # a run that goes on from its own checkpoint does not read `resume:` (as `delphi train` does not)
     b = plan_suite(["recipes"], only=["b"])[0]
     assert len(run_problems(b, processes=1, resumes=False)) == 3

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import write_recipe
+from tiny import cli_error, write_recipe
 
 from delphi.errors import DelphiError
 from delphi.layout import REPLACED_DIR, list_checkpoints
@@ -296,6 +296,26 @@ def test_mistyped_cli_inputs_say_no_such_directory(stories_data, story_corpus, t
             proc.stderr
         )
         assert "Repo id must be" not in proc.stderr
+
+
+def test_an_output_dir_that_cannot_be_created_is_one_line_before_any_work(
+    finished_run, stories_data, story_corpus, tmp_path, capsys
+):
+    recipe, run = finished_run
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    commands = [
+        ["train", str(recipe), "--set", f"out_dir={blocker}/run"],
+        ["tokenizer", "-i", str(story_corpus), "-f", "story", "-v", "300", "--out-dir", f"{blocker}/tok"],
+        ["dataset", "-i", str(story_corpus), "-f", "story", "-t", f"{stories_data}/tok", "-l", "16",
+         "--out-dir", f"{blocker}/data"],
+        ["curves", str(run), "--out", f"{blocker}/c.png"],
+        ["corpus", "--out-dir", f"{blocker}/corpus"],
+    ]  # fmt: skip
+    for command in commands:
+        line = cli_error(capsys, command)
+        assert f"{str(blocker)!r} is a file, not a directory" in line, line
+    assert blocker.read_text() == "in the way"
 
 
 # ---- 4. an unreachable hub costs seconds, not a minute of noise ----

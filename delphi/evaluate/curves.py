@@ -22,6 +22,7 @@ import yaml
 
 from delphi.errors import DelphiError
 from delphi.evaluate.sources import checkpoint_meta, is_local, list_branches, read_checkpoint_file, run_name
+from delphi.inputs import check_output_dir
 
 _SEED_SUFFIX = re.compile(r"-seed\d+$")
 _LINE_STYLES = ("-", "--", ":", "-.")
@@ -299,6 +300,7 @@ def plot_curves(
         raise DelphiError(f"--out {str(out_png)!r} must end in .png")
     if not runs:
         raise DelphiError("give at least one run directory or hub repo")
+    check_output_dir(out_png.parent, what=f"--out {str(out_png)!r}: its folder")
     curves = [load_curve(run) for run in expand_runs(runs)]  # every source is read before anything is written
     out_png.parent.mkdir(parents=True, exist_ok=True)
     temp = out_png.with_name(f".{out_png.name}.tmp")

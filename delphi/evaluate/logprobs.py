@@ -26,6 +26,7 @@ from delphi import atomic
 from delphi.errors import DelphiError
 from delphi.evaluate.sources import ALL, is_local, load_location, run_and_branches, select_branches
 from delphi.hub.client import hub_error, link_or_copy
+from delphi.inputs import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +281,7 @@ def logprobs_for_checkpoints(
     if batch_size < 1:
         raise DelphiError(f"batch size must be >= 1, got {batch_size}")
     device = resolve_device(device)
+    out_path = None if out_dir is None else check_output_dir(out_dir)
     model, branches = run_and_branches(str(model), branches)
     dataset = str(dataset)
     selected = select_branches(model, branches)
@@ -287,9 +289,6 @@ def logprobs_for_checkpoints(
     max_id = _max_token_id(column)
     name = split_name(split)
     wanted = {"model": _model_id(model), "dataset": _dataset_id(dataset), "split": split, "feature": feature}
-    out_path = None if out_dir is None else Path(out_dir)
-    if out_path is not None and out_path.exists() and not out_path.is_dir():
-        raise DelphiError(f"--out-dir {str(out_path)!r} exists and is not a directory")
     local_done = {b: out_path is not None and _local_done(out_path, b, name, wanted) for b in selected}
     hub_done = {b: True for b in selected}
     if out_repo is not None:

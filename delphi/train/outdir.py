@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from delphi.errors import DelphiError
+from delphi.inputs import check_output_dir
 from delphi.layout import (
     LOCK_FILE,
     RECIPE_FILE,
@@ -62,9 +63,7 @@ class OutDirPlan:
 def plan_out_dir(recipe: Recipe, *, overwrite: bool) -> OutDirPlan:
     """Decide what to do with `recipe.out_dir` (main process); refuses a different run. Writes nothing,
     except moving back a run that an interrupted `--overwrite` had set aside."""
-    out_dir = Path(recipe.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DelphiError(f"out_dir {str(out_dir)!r} exists and is not a directory")
+    out_dir = check_output_dir(recipe.out_dir, what="out_dir")
     if lock_holder(out_dir) is not None:
         raise DelphiError(
             f"out_dir {str(out_dir)!r} is being trained by another process (pid {lock_holder(out_dir)}); "
