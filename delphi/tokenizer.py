@@ -124,17 +124,31 @@ def train_tokenizer(
     return {"vocab_size": len(tokenizer), "location": location, "out_dir": out_path}
 
 
+# the files any tokenizer transformers can load from a folder has at least one of
+TOKENIZER_FILE_NAMES = frozenset(
+    {"tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model"}
+)
+
+
 def load_tokenizer(name_or_path: str | Path, *, revision: str | None = None):
     """Load a tokenizer from a directory or hub id and check it has the specials delphi relies on."""
     from transformers import AutoTokenizer
 
     from delphi.inputs import check_local_or_hub
 
-    check_local_or_hub(str(name_or_path), what="tokenizer")
+    where = check_local_or_hub(str(name_or_path), what="tokenizer")
+    if where == "local" and Path(name_or_path).expanduser().is_dir():
+        files = {p.name for p in Path(name_or_path).expanduser().iterdir()}
+        if not files & TOKENIZER_FILE_NAMES:
+            raise DelphiError(
+                f"tokenizer {str(name_or_path)!r} is a folder with no tokenizer in it (no tokenizer.json); "
+                "expected the --out-dir of `delphi tokenizer`, a run's step folder, or a hub id"
+            )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
     except (OSError, ValueError) as e:
-        raise DelphiError(f"could not load tokenizer {str(name_or_path)!r}: {e}") from e
+        text = " ".join(str(e).split())  # transformers' messages span several lines
+        raise DelphiError(f"could not load tokenizer {str(name_or_path)!r}: {text}") from e
     require_specials(tokenizer)
     return tokenizer
 

@@ -19,7 +19,8 @@ COLUMNS = ("recipe", "architecture", "parameters", "non_embedding", "tokens_per_
 
 
 def recipe_files(paths: list[str | Path]) -> list[Path]:
-    """The files named, plus every non-base `*.yaml` / `*.yml` under the folders named, in order."""
+    """The files named, plus every non-base `*.yaml` / `*.yml` under the folders named, in order; a
+    DelphiError when that is none (a folder of no recipes is a mistyped folder, not a passing check)."""
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -27,6 +28,8 @@ def recipe_files(paths: list[str | Path]) -> list[Path]:
             files += sorted(f for f in found if not f.name.startswith("base"))
         else:
             files.append(path)
+    if not files:
+        raise DelphiError(f"no recipe files (*.yaml, not base*.yaml) under {', '.join(map(str, paths))}")
     return files
 
 

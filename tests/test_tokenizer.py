@@ -177,3 +177,15 @@ def test_help_lists_the_original_flags():
                  "--out-repo"):  # fmt: skip
         assert flag in proc.stdout
     assert Path(sys.executable).exists()
+
+
+def test_a_folder_with_no_tokenizer_is_one_line(text_dir, tmp_path, capsys):
+    from tiny import cli_error
+
+    (tmp_path / "empty").mkdir()
+    for folder in (text_dir, tmp_path / "empty"):  # a dataset given as the tokenizer, an empty folder
+        with pytest.raises(DelphiError, match=r"is a folder with no tokenizer in it \(no tokenizer.json\)"):
+            load_tokenizer(folder)
+    command = ["dataset", "-i", str(text_dir), "-f", "text", "-t", str(text_dir), "-l", "16"]
+    line = cli_error(capsys, [*command, "--out-dir", str(tmp_path / "out")])
+    assert "is a folder with no tokenizer in it" in line and not (tmp_path / "out").exists()

@@ -46,3 +46,14 @@ def test_a_broken_recipe_is_a_row_with_an_error_not_an_exception(tmp_path):
     assert "does not exist" in by_name["missing.yaml"]["error"]
     table = format_table(rows)
     assert "ERROR" in table and "hidden_sise" in table
+
+
+def test_a_folder_without_recipes_is_an_error_not_a_pass(tmp_path, capsys):
+    from tiny import cli_error
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "only-bases").mkdir()
+    shutil.copy(REPO / "recipes/stories/base.yaml", tmp_path / "only-bases" / "base.yaml")
+    for folder in ("empty", "only-bases"):
+        line = cli_error(capsys, ["validate", str(tmp_path / folder)])
+        assert f"no recipe files (*.yaml, not base*.yaml) under {tmp_path / folder}" in line

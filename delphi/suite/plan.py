@@ -79,8 +79,6 @@ def plan_suite(
     from delphi.validate import recipe_files
 
     files = recipe_files(paths)
-    if not files:
-        raise DelphiError(f"no recipe files (*.yaml, not base*.yaml) under {', '.join(map(str, paths))}")
     if seeds is not None:
         if not seeds:
             raise DelphiError("--seeds needs at least one seed, e.g. --seeds 0 1 2")
