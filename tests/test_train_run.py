@@ -291,6 +291,16 @@ def test_explicit_resume_path_continues_into_a_new_out_dir(stories_data, tmp_pat
     bad = write_recipe(tmp_path / "c.yaml", stories_data, tmp_path / "c", resume=str(tmp_path / "a"))
     with pytest.raises(DelphiError, match="not a complete checkpoint with optimizer state"):
         train(load_recipe([bad]))
+    # a checkpoint of another model: one line before anything is written, not a state-dict traceback
+    step5 = str(tmp_path / "a" / "step5")
+    wider = write_recipe(
+        tmp_path / "w.yaml", stories_data, tmp_path / "w", resume=step5, **{"model.hidden_size": 32}
+    )
+    with pytest.raises(
+        DelphiError, match=r"holds a LlamaForCausalLM of other sizes.*\(384, 16\) -> \(384, 32\)"
+    ):
+        train(load_recipe([wider]))
+    assert not (tmp_path / "w").exists()
 
 
 def test_zero_means_no_regular_checkpoints(stories_data, tmp_path):

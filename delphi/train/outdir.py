@@ -22,6 +22,7 @@ The rules, in the order they apply:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -35,9 +36,11 @@ import yaml
 from delphi.errors import DelphiError
 from delphi.inputs import check_output_dir
 from delphi.layout import (
+    CONFIG_FILE,
     LOCK_FILE,
     RECIPE_FILE,
     REPLACED_DIR,
+    WEIGHTS_FILE,
     has_resume_state,
     is_complete,
     latest_resumable,
@@ -156,8 +159,53 @@ def explicit_resume(recipe: Recipe) -> str | None:
     if parse_hub_ref(recipe.resume) is not None:
         from delphi.hub.publish import download_checkpoint
 
-        return str(download_checkpoint(recipe.resume, Path(recipe.out_dir)))
-    return str(check_resume_path(recipe.resume))
+        checkpoint = download_checkpoint(recipe.resume, Path(recipe.out_dir))
+    else:
+        checkpoint = check_resume_path(recipe.resume)
+    _check_same_model(recipe, Path(checkpoint))
+    return str(checkpoint)
+
+
+def _check_same_model(recipe: Recipe, checkpoint: Path) -> None:
+    """A `resume:` checkpoint must hold weights of this recipe's model, name for name and shape for shape
+    (its data, schedule and optimizer settings may differ: that is continuing training); else one line
+    now, not a state-dict traceback in train(). Read from the safetensors header; the model is built on
+    the meta device (shapes only)."""
+    from safetensors import safe_open
+
+    from delphi.models import build_model
+
+    weights = checkpoint / WEIGHTS_FILE
+    if not weights.is_file():
+        return  # not a plain delphi step folder: the Trainer's own checks apply
+    with safe_open(str(weights), framework="pt") as saved:
+        have = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}
+    from delphi.quiet import tied_parameter_names
+
+    model = build_model(recipe.model, device="meta")
+    tied = tied_parameter_names(model)  # saved once, under the name they are tied to
+    want = {
+        name: tuple(t.shape) for name, t in model.state_dict().items() if name in have or name not in tied
+    }
+    common = sorted(set(have) & set(want))
+    problems = [f"{name} {have[name]} -> {want[name]}" for name in common if have[name] != want[name]]
+    problems += [f"{name} missing" for name in sorted(set(want) - set(have))]
+    problems += [f"{name} not in this model" for name in sorted(set(have) - set(want))]
+    if problems:
+        try:
+            architecture = json.loads((checkpoint / CONFIG_FILE).read_text())["architectures"][0]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            architecture = None
+        saved_as = f"a {architecture}" if architecture else "another model"
+        if architecture == recipe.model["architecture"]:
+            saved_as += " of other sizes"
+        raise DelphiError(
+            f"resume {recipe.resume!r} holds {saved_as}, not this recipe's model "
+            f"({recipe.model['architecture']}; {len(problems)} difference(s): "
+            + "; ".join(problems[:3])
+            + (" ..." if len(problems) > 3 else "")
+            + "); resume from a checkpoint of this recipe's model"
+        )
 
 
 def check_resume_path(text: str) -> Path:
