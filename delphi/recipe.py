@@ -372,7 +372,8 @@ def _file_layers(path: Path, chain: tuple[Path, ...]) -> list[tuple[str, dict]]:
         cycle = " -> ".join(os.path.relpath(p) for p in (*chain, path.resolve()))
         raise DelphiError(f"recipe bases form a cycle: {cycle}")
     if not path.is_file():
-        raise DelphiError(f"recipe file {label} does not exist")
+        named_by = f" (the base named in {os.path.normpath(chain[-1])})" if chain else ""
+        raise DelphiError(f"recipe file {label} does not exist{named_by}")
     data = parse_yaml(path.read_text(), label)
     if data is None:
         data = {}

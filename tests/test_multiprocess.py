@@ -80,11 +80,13 @@ def test_fsdp_asked_for_on_a_cpu_is_refused_before_training(stories_data, tmp_pa
     assert fsdp.returncode != 0
     assert fsdp.stderr.count("FSDP was asked for (the accelerate config") == 1, fsdp.stderr[-3000:]
     assert "would train as plain data parallelism (DDP) over 2 processes" in fsdp.stderr
+    assert "drop FSDP from the accelerate config" in fsdp.stderr
     assert not (tmp_path / "run").exists()
     single = run([sys.executable, "-m", "delphi", "train", recipe, "--set", "training.fsdp=full_shard"])
     assert single.returncode == 2 and "FSDP was asked for (training.fsdp)" in single.stderr, single.stderr[
         -3000:
     ]
+    assert "remove training.fsdp from the recipe" in single.stderr
     assert "Traceback" not in single.stderr and not (tmp_path / "run").exists()
 
 

@@ -102,7 +102,7 @@ def test_base_cycle_is_reported(tmp_path):
 
 def test_missing_base_and_bad_yaml_name_the_file(tmp_path):
     child = write(tmp_path / "child.yaml", {**MINIMAL, "base": "nowhere.yaml"})
-    with pytest.raises(DelphiError, match="nowhere.yaml does not exist"):
+    with pytest.raises(DelphiError, match=r"nowhere.yaml does not exist \(the base named in .*child.yaml\)"):
         load_recipe([child])
     broken = write(tmp_path / "broken.yaml", "model: [unclosed\n")
     with pytest.raises(DelphiError, match="broken.yaml is not valid YAML"):

@@ -322,7 +322,13 @@ def check_parallelism(args, trainer=None) -> None:
             if world_size() > 1
             else "one process"
         )
+        remedy = (
+            f"remove {source} from the recipe"
+            if source.startswith("training.")
+            else f"drop {kind} from {source}"
+        )
         raise DelphiError(
-            f"{kind} was asked for ({source}) but this run would train as {layout} instead: {why}. On a CPU "
-            "use accelerate_configs/multi-cpu.yaml (data parallelism; results equal up to reduction order)"
+            f"{kind} was asked for ({source}) but this run would train as {layout} instead: {why}. To train "
+            f"with data parallelism instead, {remedy} (on a CPU: accelerate_configs/multi-cpu.yaml; results "
+            "equal up to reduction order)"
         )
