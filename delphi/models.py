@@ -63,6 +63,10 @@ def config_keys(config_class: type) -> list[str]:
     return [f.name for f in dataclasses.fields(config_class) if f.init] + list(_CONFIG_KWARGS)
 
 
+# config keys that are sizes or counts (transformers accepts any int, then fails building the weights)
+SIZE_KEY = re.compile(r"(^num_\w+|_size|_dim|_rank|^max_position_embeddings|^expand|^conv_kernel)$")
+
+
 def config_problems(model_section: dict[str, Any]) -> list[tuple[str, str]]:
     """Everything wrong with a `model:` section, as (key, message) pairs, without building any weights.
 
@@ -85,6 +89,11 @@ def config_problems(model_section: dict[str, Any]) -> list[tuple[str, str]]:
         (key, f"unknown key for {config_class.__name__}{did_you_mean(key, known)}")
         for key in model_section
         if key != "architecture" and key not in known
+    ]
+    problems += [
+        (key, f"is {value}: a size or count must be at least 1")
+        for key, value in model_section.items()
+        if SIZE_KEY.search(key) and isinstance(value, int) and not isinstance(value, bool) and value < 1
     ]
     if problems:
         return problems

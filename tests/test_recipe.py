@@ -247,6 +247,13 @@ def test_model_value_rejected_by_the_config_class_is_reported(tmp_path):
     assert "model in" in message and "not a multiple" in message
 
 
+def test_a_size_below_one_is_named_before_any_weights(tmp_path):
+    model = {**MINIMAL["model"], "num_hidden_layers": 0, "intermediate_size": -16}
+    message = problems(tmp_path, {**MINIMAL, "model": model})
+    assert "model.num_hidden_layers in" in message and "is 0: a size or count must be at least 1" in message
+    assert "model.intermediate_size in" in message and "is -16" in message
+
+
 def test_missing_required_keys_are_listed(tmp_path):
     message = problems(tmp_path, {k: v for k, v in MINIMAL.items() if k not in ("tokenizer", "seq_len")})
     assert "missing required key 'tokenizer'" in message
