@@ -90,6 +90,7 @@ def config_problems(model_section: dict[str, Any]) -> list[tuple[str, str]]:
         for key in model_section
         if key != "architecture" and key not in known
     ]
+    problems += _rope_problems(model_section.get("rope_parameters"))
     problems += [
         (key, f"is {value}: a size or count must be at least 1")
         for key, value in model_section.items()
@@ -103,6 +104,22 @@ def config_problems(model_section: dict[str, Any]) -> list[tuple[str, str]]:
         field = re.search(r"field '(\w+)'", str(e))
         return [(field.group(1) if field else "", " ".join(str(e).split()))]
     return []
+
+
+def _rope_problems(rope: Any) -> list[tuple[str, str]]:
+    """Unknown keys of `rope_parameters` (transformers only logs them, and the run trains without them)."""
+    if not isinstance(rope, dict):
+        return []
+    import typing
+
+    from transformers.modeling_rope_utils import RopeParameters
+
+    known = list(typing.get_type_hints(RopeParameters))
+    return [
+        (f"rope_parameters.{key}", f"unknown key{did_you_mean(str(key), known)}")
+        for key in rope
+        if key not in known
+    ]
 
 
 def _config(model_section: dict[str, Any]):

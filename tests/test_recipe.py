@@ -247,6 +247,12 @@ def test_model_value_rejected_by_the_config_class_is_reported(tmp_path):
     assert "model in" in message and "not a multiple" in message
 
 
+def test_an_unknown_rope_parameter_suggests_the_right_one(tmp_path):
+    rope = {"rope_type": "default", "rope_thetaa": 500.0}
+    message = problems(tmp_path, with_("model", rope_parameters=rope))
+    assert "model.rope_parameters.rope_thetaa in" in message and "did you mean 'rope_theta'?" in message
+
+
 def test_a_size_below_one_is_named_before_any_weights(tmp_path):
     model = {**MINIMAL["model"], "num_hidden_layers": 0, "intermediate_size": -16}
     message = problems(tmp_path, {**MINIMAL, "model": model})
