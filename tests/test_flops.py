@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from tiny import MODEL
 from torch.utils.flop_counter import FlopCounterMode
 
 from delphi.errors import DelphiError
@@ -22,16 +23,7 @@ from delphi.train.flops import (
     peak_flops_env,
 )
 
-LLAMA_GQA = {  # tests/tiny.py's model: grouped-query attention, one layer
-    "architecture": "LlamaForCausalLM",
-    "vocab_size": 384,
-    "hidden_size": 16,
-    "intermediate_size": 32,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "num_hidden_layers": 1,
-    "max_position_embeddings": 32,
-}
+LLAMA_GQA = MODEL  # tests/tiny.py's model: grouped-query attention, one layer
 LLAMA_100K = {  # recipes/stories/llama2-100k.yaml's shape at the suite's vocab and context
     "architecture": "LlamaForCausalLM",
     "vocab_size": 4096,
