@@ -85,7 +85,8 @@ JOBS      ?=
 suite: $(STAMP) $(if $(filter recipes/demo%,$(SUITE)),$(TOKENIZED)/delphi_dataset.json)
 	$(DELPHI) suite $(SUITE) $(if $(strip $(SEEDS)),--seeds $(SEEDS)) $(if $(strip $(JOBS)),--jobs $(JOBS)) $(SUITE_SET) $(SET_ARGS)
 
-validate: $(STAMP)
+# validate checks the inputs a recipe names as train does: recipes/demo's are built first when missing
+validate: $(STAMP) $(TOKENIZED)/delphi_dataset.json
 	$(DELPHI) validate recipes
 
 # Run twice, it only redoes what is missing: an existing corpus, tokenizer and dataset are kept, and a

@@ -433,7 +433,7 @@ def load_recipe(paths: list[str | Path] | str | Path, overrides: list[str] | tup
     if not isinstance(name, str):
         errors.insert(0, f"name in {origins[('name',)]} is {name!r}; expected str")
     if errors:
-        raise DelphiError(f"recipe {name} has {len(errors)} problem(s):\n  " + "\n  ".join(errors))
+        raise DelphiError(refusal(name, errors))
     return _build(Recipe, merged, name=name, sources=sources)
 
 
@@ -663,6 +663,82 @@ def _is_hub_ref(value: str) -> bool:
     from delphi.hub.client import parse_hub_ref
 
     return parse_hub_ref(value) is not None
+
+
+# ---------------------------------------------------------------- problems known without training
+
+# `report_to` integrations whose package transformers needs installed (`wandb` is a dependency of delphi)
+_REPORTING_PACKAGES = ("tensorboard", "mlflow", "comet_ml", "neptune", "clearml", "dvclive", "trackio")
+
+
+def recipe_problems(
+    recipe: Recipe, *, world_size: int | None = None, resumes: bool = False, reach_hub: bool = True
+) -> list[str]:
+    """Every problem of a loaded recipe that can be known without training, one line each.
+
+    The one check that `delphi validate`, `delphi suite` (every run, before any starts) and `delphi
+    train` (before the out_dir is touched) all make, so the three refuse the same recipes with the same
+    lines. Loading (`load_recipe`) has already refused what the schema, the value ranges, the
+    `TrainingArguments` keys and the checkpoint steps rule out; this adds what depends on the machine:
+    the input paths (`reach_hub`: a hub id is also tried on the network, else only its form), the
+    batch split over `world_size` processes (when known), an out_dir that can be created, a local
+    `resume:` checkpoint (unless the run `resumes` from its own), the optimizer values and the
+    reporting integrations `training.report_to` names.
+    """
+    from delphi.hub.client import parse_hub_ref
+    from delphi.inputs import check_local_or_hub, check_output_dir, is_hub_id, missing_path_error
+    from delphi.train.optimizer import optimizer_value_problems, optimizer_values
+    from delphi.train.outdir import check_resume_path
+
+    def check_input(text: str, what: str, files_ok: bool = False) -> None:
+        if reach_hub:
+            check_local_or_hub(text, what=what, files_ok=files_ok)
+        elif not (os.path.exists(os.path.expanduser(text)) or is_hub_id(text)):
+            raise missing_path_error(text, what=what, files_ok=files_ok)
+
+    checks = [
+        lambda: check_input(recipe.tokenizer, "tokenizer"),
+        lambda: check_input(recipe.data.path, "dataset", files_ok=True),
+        lambda: check_output_dir(recipe.out_dir, what="out_dir"),
+    ]
+    if world_size is not None:
+        checks.insert(2, lambda: recipe.batch_split(world_size))
+    if not resumes and recipe.resume not in ("auto", "never") and parse_hub_ref(recipe.resume) is None:
+        checks.append(lambda: check_resume_path(recipe.resume))
+    problems = []
+    for check in checks:
+        try:
+            check()
+        except DelphiError as e:
+            problems.append(str(e))
+    problems += optimizer_value_problems(optimizer_values(recipe.training))
+    problems += _reporting_problems(recipe.training.get("report_to"))
+    return problems
+
+
+def _reporting_problems(report_to: Any) -> list[str]:
+    """An integration `training.report_to` names whose package is missing (transformers would fail later,
+    when the Trainer is built)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    wanted = [name for name in names if name in _REPORTING_PACKAGES]
+    if not wanted:
+        return []
+    from transformers.integrations import get_available_reporting_integrations
+
+    available = get_available_reporting_integrations()
+    return [
+        f"training.report_to asks for {name}, which is not installed: pip install {name}"
+        + (" (pip install 'delphi[tensorboard]')" if name == "tensorboard" else "")
+        for name in wanted
+        if name not in available
+    ]
+
+
+def refusal(name: str, problems: list[str]) -> str:
+    """The text of a DelphiError for `problems` of recipe `name`: one problem is one line."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"recipe {name} has {len(problems)} problem(s):\n  " + "\n  ".join(problems)
 
 
 # ---------------------------------------------------------------- type checking against annotations

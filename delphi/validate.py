@@ -1,7 +1,9 @@
 """`delphi validate`: check whole folders of recipes in seconds, without data or weights.
 
-Every recipe is loaded with its bases and overrides checked, then its model is built on the meta
-device (shapes only), so a typo in a suite of twenty recipes shows up before any run starts.
+Every recipe is loaded with its bases and overrides checked, then checked as `delphi train` and
+`delphi suite` check it before they start (`delphi.recipe.recipe_problems`: input paths, out_dir,
+optimizer values, ...; a hub id is not contacted), then its model is built on the meta device (shapes
+only), so a typo in a suite of twenty recipes shows up before any run starts.
 
 Base files are skipped when a folder is scanned: by convention they are named `base*.yaml` (e.g.
 `base.yaml`, `base-llama2.yaml`) and are incomplete on their own. A file named explicitly is always
@@ -40,13 +42,16 @@ def validate_paths(paths: list[str | Path]) -> list[dict[str, Any]]:
     bad file does not hide the state of the others.
     """
     from delphi.models import build_model, count_parameters
-    from delphi.recipe import load_recipe
+    from delphi.recipe import load_recipe, recipe_problems, refusal
 
     rows = []
     for file in recipe_files(paths):
         row: dict[str, Any] = dict.fromkeys(COLUMNS, "") | {"recipe": str(file), "error": ""}
         try:
             recipe = load_recipe([file])
+            problems = recipe_problems(recipe, reach_hub=False)
+            if problems:
+                raise DelphiError(refusal(recipe.name, problems))
             total, non_embedding = count_parameters(build_model(recipe.model, device="meta"))
             row.update(
                 architecture=recipe.model["architecture"],

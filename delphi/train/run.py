@@ -18,7 +18,7 @@ from pathlib import Path
 
 from delphi.errors import DelphiError
 from delphi.layout import RECIPE_FILE, REPLACED_DIR, RUN_CONTEXT_FILE, list_checkpoints, read_checkpoint_meta
-from delphi.recipe import Recipe
+from delphi.recipe import Recipe, recipe_problems, refusal
 from delphi.train.distributed import agree, end_processes, is_main_process, world_size
 
 log = logging.getLogger("delphi.train")
@@ -41,7 +41,11 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
         warn_if_world_size_differs(ws)
     if os.environ.get("LOCAL_RANK", "0") == "0":
         warn_if_devices_idle(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), _visible_gpus())
-    recipe.batch_split(ws)  # fails early when the batch cannot be split over this world size
+    # every problem known without training (the check `delphi validate` and `delphi suite` make), before
+    # the out_dir is touched; a run going on from its own checkpoints does not read `resume:`
+    problems = recipe_problems(recipe, world_size=ws, resumes=_has_checkpoints(recipe.out_dir))
+    if problems:
+        raise DelphiError(refusal(recipe.name, problems))
     _check_wandb(recipe)
     _wandb_env(recipe)
     args = recipe.training_arguments(ws)  # also sets up the process group, so processes can agree
@@ -49,6 +53,11 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
         return _train(recipe, args, overwrite=overwrite, callbacks=callbacks)
     finally:
         end_processes()
+
+
+def _has_checkpoints(out_dir: str) -> bool:
+    path = Path(out_dir)
+    return path.is_dir() and bool(list_checkpoints(path))
 
 
 def _visible_gpus() -> int:
