@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from delphi.mamba import resolve_scan_path  # noqa: E402
 from delphi.models import build_model, count_parameters  # noqa: E402
 from delphi.recipe import load_recipe  # noqa: E402
+from delphi.train.arguments import training_arguments  # noqa: E402
 
 
 def token_dataset(n: int, seq_len: int, vocab: int, seed: int = 0):
@@ -112,7 +113,7 @@ def delphi_trainer(
             disable_tqdm=True,
             output_dir=out,
         )
-        args = recipe.training_arguments(1, **extra)
+        args = training_arguments(recipe, 1, **extra)
         trainer = DelphiTrainer(
             model=model,
             args=args,

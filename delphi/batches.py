@@ -15,8 +15,6 @@ index of a 10-epoch run over 900k sequences takes seconds. Tokens are read only 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import math
 import os
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from delphi.errors import DelphiError
+from delphi.recipe.usercode import import_function
 
 RECIPE_FILE = "recipe.yaml"
 _STEP_CHUNK_ROWS = 1 << 16  # rows (sequences) handled at once when reading tokens or writing parquet
@@ -271,47 +270,6 @@ def read_tokens(dataset, indices: np.ndarray) -> np.ndarray:
         raise DelphiError(f"train sequences have mixed lengths ({lengths.min()} to {lengths.max()} tokens)")
     values = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     return values.reshape(flat_indices.size, int(lengths[0]))
-
-
-def import_function(spec: str, search_dirs: list[Path] = ()) -> Callable:
-    """The function named by `module:function` (or `path/to/file.py:function`).
-
-    Modules are looked up in the current directory and `search_dirs` (the recipe's directory) first,
-    then on the usual import path.
-    """
-    module_name, _, attr = spec.rpartition(":")
-    if not module_name or not re.fullmatch(r"\w+", attr):
-        raise DelphiError(f"--stat {spec!r} must look like 'module:function' or 'file.py:function'")
-    try:
-        if module_name.endswith(".py"):
-            file = Path(module_name)
-            candidates = (
-                [file] if file.is_absolute() else [Path.cwd() / file, *(d / file for d in search_dirs)]
-            )
-            found = next((c for c in candidates if c.is_file()), None)
-            if found is None:
-                raise DelphiError(f"--stat {spec!r}: file {module_name!r} not found")
-            module_spec = importlib.util.spec_from_file_location(found.stem, found)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            if not re.fullmatch(r"[\w.]+", module_name):
-                raise DelphiError(f"--stat {spec!r} must look like 'module:function' or 'file.py:function'")
-            added = [str(d) for d in [Path.cwd(), *search_dirs] if str(d) not in sys.path]
-            sys.path[:0] = added
-            try:
-                module = importlib.import_module(module_name)
-            finally:
-                for d in added:
-                    sys.path.remove(d)
-        function = getattr(module, attr)
-    except DelphiError:
-        raise
-    except Exception as e:  # ImportError, AttributeError, or anything the module raises on import
-        raise DelphiError(f"--stat {spec!r} cannot be imported: {type(e).__name__}: {e}") from e
-    if not callable(function):
-        raise DelphiError(f"--stat {spec!r} is not callable")
-    return function
 
 
 def _json_default(value):

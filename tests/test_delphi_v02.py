@@ -22,6 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback, Trainin
 
 from delphi.errors import DelphiError
 from delphi.recipe import DataSection, load_recipe
+from delphi.train.arguments import training_arguments
 from delphi.train.sampler import DATA_ORDERS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,12 +216,12 @@ def test_bad_trainer_settings_are_refused(tmp_path):
 def test_tf32_is_dropped_with_a_reason_where_it_does_not_exist(tmp_path, case_data, caplog):
     recipe = case_recipe(tmp_path, case_data)
     if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8:
-        assert recipe.training_arguments(1).tf32 is True  # an Ampere+ GPU: kept, as the original had it
+        assert training_arguments(recipe, 1).tf32 is True  # an Ampere+ GPU: kept, as the original had it
         return
     with pytest.raises(ValueError, match="tf32"):
         TrainingArguments(output_dir=str(tmp_path), tf32=True)  # what transformers does on its own
-    with caplog.at_level(logging.INFO, logger="delphi.recipe"):
-        args = recipe.training_arguments(1)
+    with caplog.at_level(logging.INFO, logger="delphi.train"):
+        args = training_arguments(recipe, 1)
     assert args.tf32 is None
     assert "training.tf32 ignored: TF32 matmuls exist only on CUDA GPUs" in caplog.text
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from delphi.errors import DelphiError
-from delphi.recipe import Recipe, load_recipe, split_batch
+from delphi.recipe import Recipe, import_callback, load_recipe, split_batch
+from delphi.train.arguments import training_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -304,7 +305,8 @@ def test_callbacks_resolve_to_trainer_callback_classes(tmp_path):
     from transformers import PrinterCallback
 
     path = write(tmp_path / "r.yaml", {**MINIMAL, "callbacks": ["transformers:PrinterCallback"]})
-    assert load_recipe([path]).callback_classes() == [PrinterCallback]
+    recipe = load_recipe([path])
+    assert [import_callback(spec, recipe.search_dirs) for spec in recipe.callbacks] == [PrinterCallback]
 
 
 # ---------------------------------------------------------------- batch layout and TrainingArguments
@@ -341,7 +343,7 @@ def test_split_batch_names_all_three_numbers_when_they_do_not_divide(batch, micr
 def test_training_arguments_derive_batch_seeds_and_output(tmp_path):
     path = write(tmp_path / "run.yaml", {**MINIMAL, "batch_size": 16, "micro_batch_size": 4})
     recipe = load_recipe([path], ["seeds.init=5", "seeds.data=6"])
-    args = recipe.training_arguments(2, save_strategy="no")
+    args = training_arguments(recipe, 2, save_strategy="no")
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 2)
     assert args.per_device_eval_batch_size == 4
     assert (args.seed, args.data_seed) == (5, 6)
@@ -355,7 +357,7 @@ def test_training_arguments_report_to_wandb_when_the_wandb_key_is_set(tmp_path):
     path = write(
         tmp_path / "r.yaml", {**MINIMAL, "wandb": "stories", **with_("training", report_to=["tensorboard"])}
     )
-    args = load_recipe([path]).training_arguments(1)
+    args = training_arguments(load_recipe([path]), 1)
     assert args.report_to == ["tensorboard", "wandb"]
 
 

@@ -32,10 +32,9 @@ import torch
 from delphi.compat import private
 from delphi.errors import DelphiError
 from delphi.mamba.selfcheck import triton_problem
+from delphi.recipe.schema import SCAN_PATHS  # the recipe's vocabulary (re-exported)
 
 logger = logging.getLogger("delphi.mamba")
-
-from delphi.mamba.choices import SCAN_PATHS  # noqa: E402 (re-exported)
 
 _logged: set[tuple[str, str]] = set()
 _warned: set[tuple[str, torch.dtype]] = set()

@@ -1,38 +1,34 @@
-"""YAML training recipes: inheritance, `--set` overrides, strict validation, -> TrainingArguments.
+"""What a recipe is: its sections as dataclasses, and every choice a recipe key can take.
 
 A recipe is everything that decides a run (model, data, batch, seeds, checkpoints, optimizer), so the
-same recipe trains the same model on 1 CPU or 8 GPUs. Files inherit through `base:` (a path or list of
-paths relative to the file; bases first, the file last, later values win, mappings merge key by key,
-lists replace). An optional top-level `name:` names the run; by default it is the stem of the last
-file given. Every problem is reported at once, naming the file that set the bad key, before any data,
-tokenizer or weights are touched.
+same recipe trains the same model on 1 CPU or 8 GPUs. The choices of its keys (data orders, which
+checkpoints keep optimizer state, which parameters get weight decay, Mamba's scan paths) are defined
+here, the vocabulary of the recipe, and read by the parts of delphi that act on them (delphi.train,
+delphi.mamba). Loading is delphi.recipe.loading, checking delphi.recipe.problems.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import enum
-import importlib
-import logging
 import os
-import re
-import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from delphi.errors import DelphiError
-from delphi.mamba.choices import SCAN_PATHS
-from delphi.models import config_problems, did_you_mean
-from delphi.sequences import MIN_SEQ_LEN
-from delphi.train.checkpoints import KEEP_OPTIMIZER
-from delphi.train.decay import WEIGHT_DECAY_PARAMS
-from delphi.train.sampler import DATA_ORDERS
-from delphi.train.schedule import check_steps
+
+# data orders (recipe `data.order`): delphi's own hash order, or the released suite's (delphi.train.sampler)
+DATA_ORDERS = ("hash", "delphi-v0.2")
+# where resume state is kept (`checkpoints.keep_optimizer`): newest checkpoint, every one, none
+KEEP_OPTIMIZER = ("latest", "all", "none")
+# which parameters get training.weight_decay (`weight_decay_params`): transformers' groups (no norm
+# weights, no biases), or every parameter, as the original delphi suite did
+WEIGHT_DECAY_PARAMS = ("transformers", "all")
+# Mamba's selective scan implementations (`mamba_scan`, delphi.mamba): same weights, different speed
+SCAN_PATHS = ("auto", "cuda-kernels", "triton", "chunked", "mambapy", "reference")
 
 # Recipe keys that change how a run is executed or reported, not what it computes: a run may resume
 # with them changed (see Recipe.identity). `micro_batch_size`, `mamba_scan` and the process layout
@@ -64,6 +60,34 @@ EXECUTION_TRAINING_KEYS = frozenset(
         "include_tokens_per_second",
     }
 )  # fmt: skip
+
+
+# TrainingArguments fields that delphi derives itself, and the recipe key that decides each one.
+DELPHI_CONTROLLED = {
+    "per_device_train_batch_size": "batch_size / micro_batch_size",
+    "per_device_eval_batch_size": "micro_batch_size",
+    "gradient_accumulation_steps": "batch_size / micro_batch_size",
+    "auto_find_batch_size": "batch_size / micro_batch_size",
+    "seed": "seeds.init",
+    "data_seed": "seeds.data",
+    "train_sampling_strategy": "seeds.data (delphi's sampler fixes the data order)",
+    "output_dir": "out_dir",
+    "save_steps": "checkpoints",
+    "save_strategy": "checkpoints",
+    "save_total_limit": "checkpoints.keep_optimizer",
+    "save_only_model": "checkpoints.keep_optimizer",
+    "eval_steps": "checkpoints",
+    "eval_strategy": "checkpoints",
+    "resume_from_checkpoint": "resume",
+    "push_to_hub": "hub",
+    "hub_model_id": "hub.repo",
+    "hub_private_repo": "hub.private",
+    "hub_strategy": "hub",
+    "hub_token": "hub (log in with `hf auth login`)",
+    "hub_always_push": "hub",
+    "hub_revision": "hub",
+    "save_on_each_node": "a shared out_dir (only process 0 writes checkpoints; every machine must see them)",
+}
 
 
 @dataclass(frozen=True)
@@ -175,82 +199,11 @@ class Recipe:
         """(per-device micro batch, gradient accumulation steps) for `world_size` processes."""
         return split_batch(self.batch_size, self.micro_batch_size, world_size)
 
-    def callback_classes(self) -> list[type]:
-        return [import_callback(spec, self.search_dirs) for spec in self.callbacks]
-
     @property
     def search_dirs(self) -> list[str]:
-        return callback_search_dirs(self.sources)
-
-    def training_arguments(self, world_size: int, **extra: Any):
-        """`transformers.TrainingArguments` for this recipe on `world_size` processes.
-
-        The `training:` section is passed through; delphi sets the keys of `DELPHI_CONTROLLED` from the
-        rest of the recipe (batch layout, seeds, output dir, reporting, save/eval strategy, CPU); `extra`
-        wins over both. Built once per run: creating it also sets up the process group.
-        """
-        from transformers import TrainingArguments
-
-        kwargs = dict(self.training)
-        report_to = kwargs.pop("report_to", "none")
-        if self.wandb:
-            others = [report_to] if isinstance(report_to, str) else list(report_to or [])
-            report_to = [r for r in others if r not in ("none", "wandb")] + ["wandb"]
-        kwargs.setdefault("run_name", self.name)
-        # delphi's models have no unused parameters; DDP's search for them costs a graph walk per step
-        kwargs.setdefault("ddp_find_unused_parameters", False)
-        kwargs.update(self.delphi_settings(world_size), report_to=report_to)
-        kwargs.update(extra)
-        _drop_tf32_without_cuda(kwargs, self.name)
-        try:
-            return TrainingArguments(**kwargs)
-        except (ValueError, TypeError) as e:
-            raise DelphiError(f"recipe {self.name}: transformers.TrainingArguments rejected it: {e}") from e
-
-    def delphi_settings(self, world_size: int) -> dict[str, Any]:
-        """The TrainingArguments values delphi derives (each key is one of `DELPHI_CONTROLLED`)."""
-        import torch
-
-        micro, accumulation = self.batch_split(world_size)
-        settings = dict(
-            output_dir=self.out_dir,
-            per_device_train_batch_size=micro,
-            per_device_eval_batch_size=micro,
-            gradient_accumulation_steps=accumulation,
-            seed=self.seeds.init,
-            data_seed=self.seeds.data,
-            save_strategy="no",  # DelphiTrainer saves and evaluates at the checkpoint schedule
-            eval_strategy="no",
-            save_only_model=self.checkpoints.keep_optimizer == "none",
-            save_on_each_node=False,
-        )
-        assert set(settings) <= set(DELPHI_CONTROLLED), set(settings) - set(DELPHI_CONTROLLED)
-        if not torch.cuda.is_available():
-            settings["use_cpu"] = True  # also makes accelerate pick gloo DDP under torchrun
-        return settings
-
-
-def _drop_tf32_without_cuda(kwargs: dict[str, Any], name: str) -> None:
-    """`tf32: true` where TF32 does not exist (a CPU, a pre-Ampere GPU) is dropped, not an error.
-
-    TF32 is a CUDA matmul mode; the original delphi suite turned it on unconditionally, a no-op off Ampere,
-    so a recipe that asks for it (e.g. recipes/stories/base-delphi-v0.2.yaml) trains the same everywhere
-    else. TrainingArguments would raise instead.
-    """
-    import torch
-
-    if kwargs.get("tf32") and not (
-        torch.cuda.is_available()
-        and torch.version.cuda is not None
-        and not kwargs.get("use_cpu")
-        and torch.cuda.get_device_capability()[0] >= 8
-    ):
-        logging.getLogger("delphi.recipe").info(
-            "recipe %s: training.tf32 ignored: TF32 matmuls exist only on CUDA GPUs of compute capability 8+ "
-            "(Ampere and newer), and this run has none",
-            name,
-        )
-        del kwargs["tf32"]
+        """Where the modules of its callbacks are looked for besides sys.path: the current directory, then
+        the directories of the recipe files (so `delphi`, `python -m` and `accelerate launch` agree)."""
+        return source_dirs(self.sources)
 
 
 def _with_defaults(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -291,516 +244,17 @@ def split_batch(batch_size: int, micro_batch_size: int | None, world_size: int) 
     return micro, share // micro
 
 
-def import_callback(spec: str, search_dirs: list[str] | tuple[str, ...] = ()) -> type:
-    """The `transformers.TrainerCallback` subclass named by "pkg.module:ClassName".
-
-    The module is imported from sys.path, else from `search_dirs` (which are then added to sys.path, so
-    the same recipe works under `delphi train`, whose sys.path lacks the current directory).
-    """
-    from transformers import TrainerCallback
-
-    module_name, _, class_name = spec.partition(":")
-    if not re.fullmatch(r"[\w.]+", module_name) or not re.fullmatch(r"\w+", class_name):
-        raise DelphiError(f"callback {spec!r} must look like 'package.module:ClassName'")
-    try:
-        module = _import_from(module_name, search_dirs)
-    except ModuleNotFoundError as e:
-        where = ", ".join(list(search_dirs) + ["the Python path"])
-        raise DelphiError(
-            f"callback {spec!r} cannot be imported: no module named {e.name!r} (looked in {where})"
-        ) from e
-    except ImportError as e:
-        raise DelphiError(f"callback {spec!r} cannot be imported: {e}") from e
-    try:
-        cls = getattr(module, class_name)
-    except AttributeError as e:
-        raise DelphiError(f"callback {spec!r}: module {module_name!r} has no {class_name!r}") from e
-    if not (isinstance(cls, type) and issubclass(cls, TrainerCallback)):
-        raise DelphiError(f"callback {spec!r} is not a transformers.TrainerCallback subclass")
-    return cls
+def check_steps(steps: Iterable[int], name: str = "checkpoint steps") -> list[int]:
+    """Sorted unique steps, each a positive integer; the one check every step list goes through."""
+    steps = list(steps)
+    for step in steps:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise DelphiError(f"{name} must be positive integers, got {steps!r}")
+    return sorted(set(steps))
 
 
-def callback_search_dirs(sources: tuple[str, ...] | list[str]) -> list[str]:
-    """Where a callback's module is looked for besides sys.path: the current directory, then the
-    directories of the recipe files (so `delphi`, `python -m` and `accelerate launch` agree)."""
+def source_dirs(sources: tuple[str, ...] | list[str]) -> list[str]:
+    """The current directory, then the directories of the recipe files among `sources` (a user's modules
+    are looked for there, so `delphi`, `python -m` and `accelerate launch` agree)."""
     files = [os.path.dirname(os.path.abspath(s)) for s in sources if not s.startswith("--set ")]
     return list(dict.fromkeys([os.getcwd(), *files]))
-
-
-def _import_from(module_name: str, search_dirs) -> types.ModuleType:
-    import sys
-
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        top = module_name.split(".")[0]
-        if e.name not in (top, module_name):
-            raise  # the module was found but one of its own imports is missing
-        extra = [d for d in search_dirs if d not in sys.path]
-        if not extra:
-            raise
-        sys.path[1:1] = extra
-        importlib.invalidate_caches()
-        return importlib.import_module(module_name)
-
-
-# ---------------------------------------------------------------- loading and merging
-
-
-class _Loader(yaml.SafeLoader):
-    """safe_load, but `5e-4` is a float as in YAML 1.2 (PyYAML's YAML 1.1 reads it as a string)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise DelphiError(f"{source} is not valid YAML: {e}") from e
-
-
-def _file_layers(path: Path, chain: tuple[Path, ...]) -> list[tuple[str, dict]]:
-    """(source, mapping) layers in merge order: the file's bases (recursively), then the file itself."""
-    label = os.path.normpath(path)
-    if path.resolve() in chain:
-        cycle = " -> ".join(os.path.relpath(p) for p in (*chain, path.resolve()))
-        raise DelphiError(f"recipe bases form a cycle: {cycle}")
-    if not path.is_file():
-        named_by = f" (the base named in {os.path.normpath(chain[-1])})" if chain else ""
-        raise DelphiError(f"recipe file {label} does not exist{named_by}")
-    data = parse_yaml(path.read_text(), label)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise DelphiError(f"{label} must hold a mapping of recipe keys, not {type(data).__name__}")
-    bases = data.pop("base", None) or []
-    if isinstance(bases, str):
-        bases = [bases]
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise DelphiError(f"'base' in {label} must be a file name or a list of them, got {bases!r}")
-    layers = []
-    for base in bases:
-        layers += _file_layers(path.parent / base, (*chain, path.resolve()))
-    return [*layers, (label, data)]
-
-
-def _override_layer(override: str) -> dict:
-    """ "training.learning_rate=1e-3" -> {"training": {"learning_rate": 0.001}} (value read as YAML)."""
-    key, sep, value = override.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(parts):
-        raise DelphiError(f"override {override!r} must look like KEY=VALUE, e.g. training.learning_rate=1e-3")
-    layer: Any = parse_yaml(value, f"override {override!r}")
-    for part in reversed(parts):
-        layer = {part: layer}
-    return layer
-
-
-def _merge(into: dict, layer: dict, source: str, origins: dict, prefix: tuple = ()) -> None:
-    """Merge `layer` into `into` in place; record in `origins` which source set each key path last."""
-    for key, value in layer.items():
-        path = (*prefix, key)
-        if not (isinstance(value, dict) and isinstance(into.get(key), dict)):
-            into[key] = {} if isinstance(value, dict) else copy.deepcopy(value)
-            for replaced in [p for p in origins if p[: len(path)] == path]:
-                del origins[replaced]
-        origins[path] = source
-        if isinstance(value, dict):
-            _merge(into[key], value, source, origins, path)
-
-
-def load_recipe(paths: list[str | Path] | str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Load, merge (in order), override and validate recipe files; DelphiError lists every problem."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    if not paths:
-        raise DelphiError("no recipe file given")
-    layers = [layer for p in paths for layer in _file_layers(Path(p), ())]
-    layers += [(f"--set {o}", _override_layer(o)) for o in overrides]
-    merged: dict = {}
-    origins: dict = {}
-    for source, layer in layers:
-        _merge(merged, layer, source, origins)
-    sources = tuple(dict.fromkeys(source for source, _ in layers))
-    name = merged.pop("name", None) or Path(paths[-1]).stem
-    errors = _problems(merged, origins, sources)
-    if not isinstance(name, str):
-        errors.insert(0, f"name in {origins[('name',)]} is {name!r}; expected str")
-    if errors:
-        raise DelphiError(refusal(name, errors))
-    return _build(Recipe, merged, name=name, sources=sources)
-
-
-def _build(cls: type, data: dict, **fixed: Any):
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            value = data[f.name]
-            kwargs[f.name] = (
-                _build(hints[f.name], value) if dataclasses.is_dataclass(hints[f.name]) else value
-            )
-    kwargs.update(fixed)
-    if cls is Recipe:
-        kwargs["out_dir"] = kwargs.get("out_dir", Recipe.out_dir).replace("{name}", fixed["name"])
-    return cls(**kwargs)
-
-
-# ---------------------------------------------------------------- validation
-
-# TrainingArguments fields that delphi derives itself, and the recipe key that decides each one.
-DELPHI_CONTROLLED = {
-    "per_device_train_batch_size": "batch_size / micro_batch_size",
-    "per_device_eval_batch_size": "micro_batch_size",
-    "gradient_accumulation_steps": "batch_size / micro_batch_size",
-    "auto_find_batch_size": "batch_size / micro_batch_size",
-    "seed": "seeds.init",
-    "data_seed": "seeds.data",
-    "train_sampling_strategy": "seeds.data (delphi's sampler fixes the data order)",
-    "output_dir": "out_dir",
-    "save_steps": "checkpoints",
-    "save_strategy": "checkpoints",
-    "save_total_limit": "checkpoints.keep_optimizer",
-    "save_only_model": "checkpoints.keep_optimizer",
-    "eval_steps": "checkpoints",
-    "eval_strategy": "checkpoints",
-    "resume_from_checkpoint": "resume",
-    "push_to_hub": "hub",
-    "hub_model_id": "hub.repo",
-    "hub_private_repo": "hub.private",
-    "hub_strategy": "hub",
-    "hub_token": "hub (log in with `hf auth login`)",
-    "hub_always_push": "hub",
-    "hub_revision": "hub",
-    "save_on_each_node": "a shared out_dir (only process 0 writes checkpoints; every machine must see them)",
-}
-
-
-def _problems(merged: dict, origins: dict, sources: tuple[str, ...]) -> list[str]:
-    def where(path: tuple) -> str:
-        while path and path not in origins:
-            path = path[:-1]
-        return origins.get(path, ", ".join(sources))
-
-    errors: list[str] = []
-    ok = _schema_problems(Recipe, merged, (), where, errors, skip=("name", "sources"))
-    if "model" in merged:
-        for key, message in config_problems(merged["model"]):
-            path = ("model", key) if key else ("model",)
-            label = ".".join(path)
-            errors.append(f"{label} in {where(path)}: {message}")
-    if isinstance(merged.get("training"), dict):
-        errors += _training_problems(merged["training"], bool(merged.get("wandb")), where)
-    if ok:
-        errors += _value_problems(merged, where, callback_search_dirs(sources))
-    return errors
-
-
-def _schema_problems(cls: type, data: Any, prefix: tuple, where, errors: list, skip=()) -> bool:
-    """Unknown, missing and mistyped keys of one dataclass-shaped section; False when any were found."""
-    label = ".".join(prefix)
-    if not isinstance(data, dict):
-        errors.append(f"{label} in {where(prefix)} is {data!r}; expected a mapping")
-        return False
-    before = len(errors)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
-    for key in data:
-        if key not in fields:
-            path = ".".join((*prefix, str(key)))
-            errors.append(
-                f"unknown key '{path}' in {where((*prefix, key))}{did_you_mean(str(key), list(fields))}"
-            )
-    for name, f in fields.items():
-        path = (*prefix, name)
-        if name not in data:
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if required:
-                errors.append(f"missing required key '{'.'.join(path)}' (in {where(prefix) or 'the recipe'})")
-        elif dataclasses.is_dataclass(hints[name]):
-            _schema_problems(hints[name], data[name], path, where, errors)
-        elif name != "model":  # checked against its transformers config class by config_problems
-            problem = type_problem(data[name], hints[name])
-            if problem:
-                errors.append(f"{'.'.join(path)} in {where(path)} {problem}")
-    return len(errors) == before
-
-
-def _training_problems(training: dict, wandb_set: bool, where) -> list[str]:
-    """`training:` keys must be TrainingArguments fields of the right type and not ones delphi sets."""
-    from transformers import TrainingArguments
-
-    hints = typing.get_type_hints(TrainingArguments)
-    allowed = [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
-    errors = []
-    for key, value in training.items():
-        path = ("training", key)
-        if key in DELPHI_CONTROLLED:
-            errors.append(
-                f"training.{key} in {where(path)} is set by delphi; use {DELPHI_CONTROLLED[key]} instead"
-            )
-        elif key not in allowed:
-            errors.append(
-                f"unknown key 'training.{key}' in {where(path)}: transformers.TrainingArguments has no "
-                f"such field{did_you_mean(str(key), allowed)}"
-            )
-        elif problem := type_problem(value, hints[key]):
-            errors.append(f"training.{key} in {where(path)} {problem}")
-        elif problem := _length_problem(key, value, training):
-            errors.append(f"training.{key} in {where(path)} is {value!r}: {problem}")
-        elif (
-            key == "report_to" and not wandb_set and "wandb" in ([value] if isinstance(value, str) else value)
-        ):
-            errors.append(
-                f"training.report_to in {where(path)} names wandb; set the top-level key "
-                "wandb: 'entity/project' instead"
-            )
-    return errors
-
-
-def _length_problem(key: str, value: Any, training: dict) -> str | None:
-    """A run's length must be a positive number of steps or epochs: Trainer reads `max_steps` 0 or -5
-    as "use the epochs" while delphi's schedule would plan otherwise, so say it instead of guessing."""
-    if key == "max_steps" and (value == 0 or value < -1):
-        return "must be a positive number of optimizer steps, or -1 to train for num_train_epochs"
-    by_steps = isinstance(training.get("max_steps"), int) and training["max_steps"] > 0
-    if key == "num_train_epochs" and value <= 0 and not by_steps:
-        return "must be positive, or training.max_steps set"
-    return None
-
-
-def _value_problems(recipe: dict, where, search_dirs: list[str]) -> list[str]:
-    """Range and consistency checks, run once every key has the right type."""
-    checks: list[tuple[tuple, bool, str]] = []
-    data, seeds, ckpt = recipe["data"], recipe.get("seeds", {}), recipe.get("checkpoints", {})
-    hub, resume = recipe.get("hub", {}), recipe.get("resume", "auto")
-    batch, micro = recipe["batch_size"], recipe.get("micro_batch_size")
-    checks += [
-        (("seq_len",), recipe["seq_len"] >= MIN_SEQ_LEN, f"must be at least {MIN_SEQ_LEN}"),
-        (("batch_size",), batch >= 1, "must be positive"),
-        (("micro_batch_size",), micro is None or micro >= 1, "must be positive or null"),
-        (
-            ("micro_batch_size",),
-            micro is None or micro < 1 or batch % micro == 0,
-            f"must divide batch_size ({batch})",
-        ),
-        (("tokenizer",), bool(recipe["tokenizer"].strip()), "must name a directory or hub id"),
-        (("data", "path"), bool(data["path"].strip()), "must name a directory or hub id"),
-        (
-            ("data", "validation_size"),
-            data.get("validation_size") is None or data["validation_size"] >= 1,
-            "must be positive, or null for the whole split",
-        ),
-        (("checkpoints", "every"), (ckpt.get("every") or 0) >= 0, "must be >= 0 (0 or null: none)"),
-        (("checkpoints", "steps"), _passes(check_steps, ckpt.get("steps", [])), "must all be >= 1"),
-        (
-            ("checkpoints", "per_epoch"),
-            ckpt.get("per_epoch") is None or ckpt["per_epoch"] >= 1,
-            "must be positive or null",
-        ),
-        (
-            ("resume",),
-            bool(resume.strip()) and ("@" not in resume or os.path.exists(resume) or _is_hub_ref(resume)),
-            "must be auto, never, a checkpoint path or a hub branch 'org/name@step400'",
-        ),
-        (("hub", "retries"), hub.get("retries", 0) >= 0, "must be >= 0"),
-        (("hub", "retry_wait"), hub.get("retry_wait", 0) >= 0, "must be >= 0 (seconds)"),
-        (
-            ("hub", "repo"),
-            not hub.get("repo") or re.fullmatch(r"[\w.-]+/[\w.-]+", hub["repo"]) is not None,
-            "must look like 'org/name'",
-        ),
-        (
-            ("wandb",),
-            not recipe.get("wandb") or re.fullmatch(r"([^/\s]+/)?[^/\s]+", recipe["wandb"]) is not None,
-            "must look like 'entity/project' or 'project'",
-        ),
-    ]
-    for key in ("init", "data"):
-        seed = seeds.get(key, 0)
-        checks.append((("seeds", key), 0 <= seed < 2**32, "must be in [0, 2**32)"))
-    positions = (
-        recipe["model"].get("max_position_embeddings") if isinstance(recipe.get("model"), dict) else None
-    )
-    if isinstance(positions, int):
-        checks.append(
-            (
-                ("seq_len",),
-                recipe["seq_len"] <= positions,
-                f"exceeds model.max_position_embeddings ({positions})",
-            )
-        )
-    errors = []
-    for path, ok, message in checks:
-        if not ok:
-            value = recipe
-            for part in path:
-                value = value.get(part) if isinstance(value, dict) else None
-            errors.append(f"{'.'.join(path)} in {where(path)} is {value!r}: {message}")
-    for i, spec in enumerate(recipe.get("callbacks", [])):
-        try:
-            import_callback(spec, search_dirs)
-        except DelphiError as e:
-            errors.append(f"callbacks[{i}] in {where(('callbacks',))}: {e}")
-    return errors
-
-
-def _passes(check, *args) -> bool:
-    try:
-        check(*args)
-    except DelphiError:
-        return False
-    return True
-
-
-def _is_hub_ref(value: str) -> bool:
-    from delphi.hub.client import parse_hub_ref
-
-    return parse_hub_ref(value) is not None
-
-
-# ---------------------------------------------------------------- problems known without training
-
-# `report_to` integrations whose package transformers needs installed (`wandb` is a dependency of delphi)
-_REPORTING_PACKAGES = ("tensorboard", "mlflow", "comet_ml", "neptune", "clearml", "dvclive", "trackio")
-
-
-def recipe_problems(
-    recipe: Recipe, *, world_size: int | None = None, resumes: bool = False, reach_hub: bool = True
-) -> list[str]:
-    """Every problem of a loaded recipe that can be known without training, one line each.
-
-    The one check that `delphi validate`, `delphi suite` (every run, before any starts) and `delphi
-    train` (before the out_dir is touched) all make, so the three refuse the same recipes with the same
-    lines. Loading (`load_recipe`) has already refused what the schema, the value ranges, the
-    `TrainingArguments` keys and the checkpoint steps rule out; this adds what depends on the machine:
-    the input paths (`reach_hub`: a hub id is also tried on the network, else only its form), the
-    batch split over `world_size` processes (when known), an out_dir that can be created, a local
-    `resume:` checkpoint (unless the run `resumes` from its own), the optimizer values and the
-    reporting integrations `training.report_to` names.
-    """
-    from delphi.hub.client import parse_hub_ref
-    from delphi.inputs import check_local_or_hub, check_output_dir, is_hub_id, missing_path_error
-    from delphi.train.optimizer import optimizer_value_problems, optimizer_values
-    from delphi.train.outdir import check_resume_path
-
-    def check_input(text: str, what: str, files_ok: bool = False) -> None:
-        if reach_hub:
-            check_local_or_hub(text, what=what, files_ok=files_ok)
-        elif not (os.path.exists(os.path.expanduser(text)) or is_hub_id(text)):
-            raise missing_path_error(text, what=what, files_ok=files_ok)
-
-    checks = [
-        lambda: check_input(recipe.tokenizer, "tokenizer"),
-        lambda: check_input(recipe.data.path, "dataset", files_ok=True),
-        lambda: check_output_dir(recipe.out_dir, what="out_dir"),
-    ]
-    if world_size is not None:
-        checks.insert(2, lambda: recipe.batch_split(world_size))
-    if not resumes and recipe.resume not in ("auto", "never") and parse_hub_ref(recipe.resume) is None:
-        checks.append(lambda: check_resume_path(recipe.resume))
-    problems = []
-    for check in checks:
-        try:
-            check()
-        except DelphiError as e:
-            problems.append(str(e))
-    problems += optimizer_value_problems(optimizer_values(recipe.training))
-    problems += _reporting_problems(recipe.training.get("report_to"))
-    return problems
-
-
-def _reporting_problems(report_to: Any) -> list[str]:
-    """An integration `training.report_to` names whose package is missing (transformers would fail later,
-    when the Trainer is built)."""
-    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    wanted = [name for name in names if name in _REPORTING_PACKAGES]
-    if not wanted:
-        return []
-    from transformers.integrations import get_available_reporting_integrations
-
-    available = get_available_reporting_integrations()
-    return [
-        f"training.report_to asks for {name}, which is not installed: pip install {name}"
-        + (" (pip install 'delphi[tensorboard]')" if name == "tensorboard" else "")
-        for name in wanted
-        if name not in available
-    ]
-
-
-def refusal(name: str, problems: list[str]) -> str:
-    """The text of a DelphiError for `problems` of recipe `name`: one problem is one line."""
-    if len(problems) == 1:
-        return problems[0]
-    return f"recipe {name} has {len(problems)} problem(s):\n  " + "\n  ".join(problems)
-
-
-# ---------------------------------------------------------------- type checking against annotations
-
-
-def type_problem(value: Any, annotation: Any) -> str:
-    """'' when `value` (as read from YAML) fits `annotation`, else "is X; expected Y" for an error message."""
-    if _fits(value, annotation):
-        return ""
-    enums = [a for a in _members(annotation) if isinstance(a, type) and issubclass(a, enum.Enum)]
-    if enums and isinstance(value, str):
-        choices = [m.value for e in enums for m in e]
-        return f"is {value!r}; expected one of {choices}{did_you_mean(value, choices)}"
-    return f"is {value!r}; expected {_describe(annotation)}"
-
-
-def _members(annotation: Any) -> tuple:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return typing.get_args(annotation)
-    return (annotation,)
-
-
-def _fits(value: Any, annotation: Any) -> bool:
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is Any:
-        return True
-    if annotation is None or annotation is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
-        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
-        if enums and isinstance(value, str):  # `Enum | str` fields still need a valid enum value
-            return any(_fits(value, e) for e in enums)
-        return any(_fits(value, a) for a in args)
-    if origin is Literal:
-        return value in args
-    if origin in (list, tuple):
-        return isinstance(value, list) and (not args or all(_fits(v, args[0]) for v in value))
-    if origin is dict:
-        return isinstance(value, dict)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return isinstance(value, annotation) or value in {m.value for m in annotation}
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True  # a typing construct we do not model: leave it to the library that reads it
-
-
-def _describe(annotation: Any) -> str:
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is None or annotation is type(None):
-        return "null"
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (list, tuple):
-        return f"a list of {_describe(args[0])}" if args else "a list"
-    if origin is dict:
-        return "a mapping"
-    return getattr(annotation, "__name__", str(annotation))

@@ -31,8 +31,6 @@ logger = logging.getLogger(__name__)
 
 FSDP_WEIGHTS = "pytorch_model_fsdp.bin"  # accelerate's FSDP copy of the weights (delphi.train.resume)
 
-KEEP_OPTIMIZER = ("latest", "all", "none")  # where resume state is kept: newest checkpoint, every one, none
-
 
 def finalize_checkpoint(
     trainer_dir: str | os.PathLike,

@@ -41,14 +41,13 @@ from delphi.layout import (
     RECIPE_FILE,
     REPLACED_DIR,
     WEIGHTS_FILE,
-    has_resume_state,
-    is_complete,
     latest_resumable,
     list_checkpoints,
     read_checkpoint_meta,
     run_entries,
 )
 from delphi.recipe import Recipe
+from delphi.recipe.problems import check_resume_path
 from delphi.run_status import is_complete_run, lock_holder
 
 log = logging.getLogger("delphi.train")
@@ -206,20 +205,6 @@ def _check_same_model(recipe: Recipe, checkpoint: Path) -> None:
             + (" ..." if len(problems) > 3 else "")
             + "); resume from a checkpoint of this recipe's model"
         )
-
-
-def check_resume_path(text: str) -> Path:
-    """A local `resume:` path as a complete checkpoint with optimizer state, or the DelphiError that
-    says what it is not (also `delphi suite`'s check of every run before any starts)."""
-    from delphi.inputs import check_local
-
-    path = check_local(text, what="resume")
-    if not (path.is_dir() and is_complete(path) and has_resume_state(path)):
-        raise DelphiError(
-            f"resume {text!r} is not a complete checkpoint with optimizer state "
-            "(expected a step folder holding checkpoint.json and optimizer.pt)"
-        )
-    return path
 
 
 # ---- the set-aside run of --overwrite ----

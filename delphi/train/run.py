@@ -19,6 +19,8 @@ from pathlib import Path
 from delphi.errors import DelphiError
 from delphi.layout import RECIPE_FILE, REPLACED_DIR, RUN_CONTEXT_FILE, list_checkpoints, read_checkpoint_meta
 from delphi.recipe import Recipe, recipe_problems, refusal
+from delphi.recipe.usercode import import_callback
+from delphi.train.arguments import training_arguments
 from delphi.train.distributed import agree, end_processes, is_main_process, world_size
 
 log = logging.getLogger("delphi.train")
@@ -48,7 +50,7 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
         raise DelphiError(refusal(recipe.name, problems))
     _check_wandb(recipe)
     _wandb_env(recipe)
-    args = recipe.training_arguments(ws)  # also sets up the process group, so processes can agree
+    args = training_arguments(recipe, ws)  # also sets up the process group, so processes can agree
     try:
         return _train(recipe, args, overwrite=overwrite, callbacks=callbacks)
     finally:
@@ -111,7 +113,7 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     tokenizer = load_tokenizer(recipe.tokenizer)
     check_vocab(config.vocab_size, tokenizer_vocab_size=len(tokenizer))
     train_ds, eval_ds = _load_data(recipe, config.vocab_size)
-    callbacks = [cls() for cls in recipe.callback_classes()] + callbacks
+    callbacks = [import_callback(spec, recipe.search_dirs)() for spec in recipe.callbacks] + callbacks
     if recipe.wandb:
         callbacks.append(RecipeToWandb(recipe))
 
@@ -196,7 +198,7 @@ def _check_optimizer_and_schedule(trainer, total: int) -> None:
     beta, epsilon, weight decay or optimizer name fails now, not in the first step. The values are
     checked first by the same function `delphi suite` checks every run with before any starts (torch
     checks only the default group's weight decay, not the Trainer's groups)."""
-    from delphi.train.optimizer import OPTIMIZER_KEYS, optimizer_value_problems
+    from delphi.recipe.optimizer import OPTIMIZER_KEYS, optimizer_value_problems
 
     try:
         problems = optimizer_value_problems({key: getattr(trainer.args, key) for key in OPTIMIZER_KEYS})

@@ -47,13 +47,13 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from delphi.errors import DelphiError
+from delphi.recipe.schema import DATA_ORDERS  # recipe `data.order` (re-exported)
 
 _MASK64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15
 _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
 
-DATA_ORDERS = ("hash", "delphi-v0.2")  # recipe `data.order`: delphi's own, or the released suite's
 _MINSTD_A = 48271
 _MINSTD_M = 2**31 - 1
 _MINSTD_BLOCK = 1 << 16

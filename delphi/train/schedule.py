@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 from delphi.errors import DelphiError
+from delphi.recipe.schema import check_steps
 
 logger = logging.getLogger(__name__)
 
@@ -20,15 +21,6 @@ def positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise DelphiError(f"{name} must be a positive integer, got {value!r}")
     return value
-
-
-def check_steps(steps: Iterable[int], name: str = "checkpoint steps") -> list[int]:
-    """Sorted unique steps, each a positive integer; the one check every step list goes through."""
-    steps = list(steps)
-    for step in steps:
-        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            raise DelphiError(f"{name} must be positive integers, got {steps!r}")
-    return sorted(set(steps))
 
 
 def per_epoch_steps(max_steps: int, per_epoch: int, steps_per_epoch: int) -> list[int]:

@@ -47,15 +47,14 @@ from delphi.layout import (
     latest_resumable,
     read_checkpoint_meta,
 )
+from delphi.recipe.schema import DATA_ORDERS, KEEP_OPTIMIZER, WEIGHT_DECAY_PARAMS, check_steps
 from delphi.sequences import MIN_SEQ_LEN
 from delphi.train.callbacks import CheckpointFinalizer, ScheduleCallback
-from delphi.train.checkpoints import KEEP_OPTIMIZER, remove_unfinished_saves
+from delphi.train.checkpoints import remove_unfinished_saves
 from delphi.train.data import as_model_inputs, collate_sequences
-from delphi.train.decay import WEIGHT_DECAY_PARAMS
 from delphi.train.distributed import end_processes_at_exit
 from delphi.train.flops import mfu_inputs
-from delphi.train.sampler import DATA_ORDERS, DeterministicEpochSampler
-from delphi.train.schedule import check_steps
+from delphi.train.sampler import DeterministicEpochSampler
 
 logger = logging.getLogger(__name__)
 
