@@ -18,8 +18,10 @@ from __future__ import annotations
 import ast
 import logging
 import weakref
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # only annotations: `delphi --help` imports this module and must not wait for torch
+    import torch
 
 KERNEL_LOGGER = "transformers.integrations.hub_kernels"  # listed, with why, in delphi.compat.LOGGERS
 TRAINER_LOGGER = "transformers.trainer"

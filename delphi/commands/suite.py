@@ -1,4 +1,4 @@
-"""The arguments of `delphi suite` (the command itself is `delphi.cli._suite`)."""
+"""`delphi suite`: train every run of a suite (recipes x seeds) to completion."""
 
 from __future__ import annotations
 
@@ -6,6 +6,13 @@ import argparse
 import sys
 
 from delphi.errors import DelphiError
+
+HELP = "train every run of a suite (recipes x seeds) to completion; rerun to finish; --status"
+DESCRIPTION = (
+    "Train every recipe under PATH (x --seeds), each as its own `delphi train` process with its log in its "
+    "out_dir, up to --jobs at once. Complete runs are skipped, partial ones resume, a failed one does not "
+    "stop the others; rerunning the same command finishes the suite."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

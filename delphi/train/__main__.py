@@ -1,17 +1,22 @@
 """`accelerate launch -m delphi.train RECIPE... [--set key=value ...]` (also `python -m delphi.train`).
 
-The same command as `delphi train`: one parser, one error format, one exit status.
+The same command as `delphi train` (delphi.train.command): the same arguments, error format and exit
+statuses (delphi.exits).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+
+from delphi.exits import run_command
+from delphi.train import command
 
 
 def main(argv: list[str] | None = None) -> None:
-    from delphi.cli import main as delphi_main
-
-    delphi_main(["train", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(prog="delphi train", description=command.DESCRIPTION)
+    command.add_arguments(parser)
+    parser.set_defaults(func=command.run, command="train")
+    run_command(parser, argv)
 
 
 if __name__ == "__main__":
