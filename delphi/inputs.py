@@ -5,12 +5,14 @@ mistyped path must not surface as a hub error ("Repo id must be in the form ..."
 timeout: anything that does not exist locally and either looks like a path (starts with `.`, `/` or
 `~`, or has more than one `/`) or cannot be a hub id is reported as a missing path, with the nearest
 existing name beside it when there is one. An output directory is checked the same way before any
-work: it must be a directory, or creatable under one, that this process may write to.
+work: it must be a directory, or creatable under one, that this process may write to. An input that
+can only be on the hub is tried once, quickly, before the first real request (`require_reachable`).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from pathlib import Path
@@ -62,8 +64,6 @@ def check_local_or_hub(text: str, *, what: str, files_ok: bool = False) -> str:
     if os.path.exists(os.path.expanduser(text)):
         return "local"
     if is_hub_id(text):
-        from delphi.hub.client import require_reachable
-
         require_reachable(f"{what} {text!r}")
         return "hub"
     raise missing_path_error(text, what=what, files_ok=files_ok)
@@ -93,3 +93,51 @@ def check_output_dir(path: str | os.PathLike, *, what: str = "--out-dir") -> Pat
     if not os.access(nearest, os.W_OK | os.X_OK):
         raise DelphiError(f"{what} {str(path)!r} is not writable: no write permission in {str(nearest)!r}")
     return path
+
+
+# ---- is the hub there at all?
+
+REACH_TIMEOUT = 5.0  # seconds to wait for the hub to answer at all, before any real request
+# what to do when the hub cannot be reached to read an input from it
+READ_OFFLINE = (
+    "To work offline: set HF_HUB_OFFLINE=1 to use files already in the local cache, or point `tokenizer:` / "
+    "`data.path:` (or the command's input) at a local copy"
+)
+
+
+def endpoint() -> str:
+    import huggingface_hub.constants
+
+    return os.environ.get("HF_ENDPOINT") or huggingface_hub.constants.ENDPOINT
+
+
+def require_reachable(needed_for: str, advice: str = READ_OFFLINE) -> None:
+    """Fail fast, with what to do offline, when the hub cannot be reached at all.
+
+    One short request through huggingface_hub's own HTTP session (so proxies and certificates are
+    honoured) before the first real one: without it, an offline machine spends about a minute in
+    huggingface_hub's retries, printing each one twice, before the real error. Any HTTP answer counts
+    as reachable; with HF_HUB_OFFLINE set nothing is sent (files come from the local cache).
+    """
+    import huggingface_hub.constants
+
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return
+    problem = _unreachable(endpoint())
+    if problem:
+        raise DelphiError(
+            f"the hub at {endpoint()} could not be reached ({problem}), needed for {needed_for}"
+            + (f". {advice}" if advice else "")
+        )
+
+
+@functools.cache
+def _unreachable(url: str) -> str | None:
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(url, timeout=REACH_TIMEOUT)
+    except Exception as e:  # transport errors of httpx / requests / OSError, depending on versions
+        text = " ".join(str(e).split()) or type(e).__name__
+        return text[:200]
+    return None

@@ -13,7 +13,6 @@ sizes for both), and `publish_folder` treats any difference after an upload as a
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import re
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from delphi.errors import DelphiError
+from delphi.inputs import endpoint, require_reachable
 
 # the hub's own file, present on every branch; never ours to compare or delete
 HUB_MANAGED = frozenset({".gitattributes"})
@@ -59,51 +59,8 @@ def hub_error(action: str, repo_id: str, err: Exception) -> DelphiError:
     return DelphiError(f"could not {action} hub repo {repo_id!r}: {hint}")
 
 
-REACH_TIMEOUT = 5.0  # seconds to wait for the hub to answer at all, before any real request
-# what to do when the hub cannot be reached: reading an input from it, or publishing to it
-READ_OFFLINE = (
-    "To work offline: set HF_HUB_OFFLINE=1 to use files already in the local cache, or point `tokenizer:` / "
-    "`data.path:` (or the command's input) at a local copy"
-)
+# what to do when the hub cannot be reached to publish to it (reading: delphi.inputs.READ_OFFLINE)
 PUBLISH_LATER = "Nothing was uploaded; run the same command again once the hub answers"
-
-
-def endpoint() -> str:
-    import huggingface_hub.constants
-
-    return os.environ.get("HF_ENDPOINT") or huggingface_hub.constants.ENDPOINT
-
-
-def require_reachable(needed_for: str, advice: str = READ_OFFLINE) -> None:
-    """Fail fast, with what to do offline, when the hub cannot be reached at all.
-
-    One short request through huggingface_hub's own HTTP session (so proxies and certificates are
-    honoured) before the first real one: without it, an offline machine spends about a minute in
-    huggingface_hub's retries, printing each one twice, before the real error. Any HTTP answer counts
-    as reachable; with HF_HUB_OFFLINE set nothing is sent (files come from the local cache).
-    """
-    import huggingface_hub.constants
-
-    if huggingface_hub.constants.HF_HUB_OFFLINE:
-        return
-    problem = _unreachable(endpoint())
-    if problem:
-        raise DelphiError(
-            f"the hub at {endpoint()} could not be reached ({problem}), needed for {needed_for}"
-            + (f". {advice}" if advice else "")
-        )
-
-
-@functools.cache
-def _unreachable(url: str) -> str | None:
-    from huggingface_hub.utils import get_session
-
-    try:
-        get_session().head(url, timeout=REACH_TIMEOUT)
-    except Exception as e:  # transport errors of httpx / requests / OSError, depending on versions
-        text = " ".join(str(e).split()) or type(e).__name__
-        return text[:200]
-    return None
 
 
 def link_or_copy(source: Path, target: Path) -> None:
