@@ -32,7 +32,7 @@ MIB = 2**20
 def build(model_name: str, device: str, fused: bool, chunk_rows: int | None):
     from delphi.models import build_model
     from delphi.recipe import load_recipe
-    from delphi.train.loss import use_fused_loss
+    from delphi.train.fused_forward import use_fused_loss
 
     path = (
         Path(model_name)

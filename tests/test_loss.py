@@ -23,14 +23,8 @@ from delphi.errors import DelphiError
 from delphi.models import build_model
 from delphi.recipe import load_recipe
 from delphi.train.data import load_token_split
-from delphi.train.loss import (
-    causal_lm_loss,
-    check_fused_loss,
-    chunk_rows_for,
-    fused_linear_cross_entropy,
-    is_fused,
-    use_fused_loss,
-)
+from delphi.train.fused_forward import check_fused_loss, is_fused, use_fused_loss
+from delphi.train.loss import causal_lm_loss, chunk_rows_for, fused_linear_cross_entropy
 from delphi.train.trainer import DelphiTrainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -102,7 +102,7 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     from delphi.tokenizer import load_tokenizer
     from delphi.train.callbacks import RecipeToWandb
     from delphi.train.distributed import check_parallelism
-    from delphi.train.loss import use_fused_loss
+    from delphi.train.fused_forward import use_fused_loss
     from delphi.train.schedule import checkpoint_steps, training_steps
 
     config = build_config(recipe.model)
