@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from delphi.errors import DelphiError
+from delphi.recipe import Recipe
 from delphi.splits import load_split
 
 TOKENS = "tokens"
@@ -125,3 +126,33 @@ def collate_sequences(rows: list[dict]) -> dict:
         np.stack([np.asarray(row["input_ids"]) for row in rows]).astype(np.int64, copy=False)
     )
     return {"input_ids": ids, "labels": ids.clone()}
+
+
+def load_run_data(recipe: Recipe, vocab_size: int):
+    """(train, validation) token datasets of a recipe, checked against its seq_len and the model's vocab."""
+    data = recipe.data
+    train = load_token_split(data.path, data.train_split, data.feature)
+    check_token_dataset(
+        train, seq_len=recipe.seq_len, vocab_size=vocab_size, source=data.path, split=data.train_split
+    )
+    validation = load_token_split(data.path, data.validation_split, data.feature)
+    if data.validation_size is not None:
+        if data.validation_size > len(validation):
+            raise DelphiError(
+                f"data.validation_size {data.validation_size} is larger than the validation split "
+                f"{data.validation_split!r} of {data.path!r} ({len(validation)} sequences)"
+            )
+        validation = validation.select(range(data.validation_size))
+    check_token_dataset(
+        validation,
+        seq_len=recipe.seq_len,
+        vocab_size=vocab_size,
+        source=data.path,
+        split=data.validation_split,
+    )
+    if len(train) < recipe.batch_size:
+        raise DelphiError(
+            f"the train split of {data.path!r} has {len(train)} sequences, fewer than one batch "
+            f"(batch_size {recipe.batch_size})"
+        )
+    return train, validation

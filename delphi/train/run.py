@@ -14,16 +14,70 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+from transformers import TrainingArguments
+from transformers.utils import logging as hf_logging
+
+from delphi import atomic
 from delphi.errors import DelphiError
+from delphi.hub.publish import check_hub, close_hub_uploader, open_hub_uploader
 from delphi.layout import RECIPE_FILE, REPLACED_DIR, RUN_CONTEXT_FILE, list_checkpoints, read_checkpoint_meta
+from delphi.mamba import check_scan_path, scan_paths_in_use
+from delphi.models import build_config, build_model, check_vocab, count_parameters
+from delphi.provenance import run_context
 from delphi.recipe import Recipe, recipe_problems, refusal
+from delphi.recipe.optimizer import OPTIMIZER_KEYS, optimizer_value_problems
 from delphi.recipe.usercode import import_callback
+from delphi.run_status import hold_run_lock
+from delphi.tokenizer import load_tokenizer
 from delphi.train.arguments import training_arguments
-from delphi.train.distributed import agree, end_processes, is_main_process, world_size
+from delphi.train.callbacks import HubPublisher, OnFirstCheckpoint, RecipeToWandb
+from delphi.train.checkpoints import disk_full_error, is_disk_full, remove_partial_checkpoint
+from delphi.train.data import load_run_data
+from delphi.train.distributed import (
+    agree,
+    check_parallelism,
+    check_shared_out_dir,
+    end_processes,
+    is_main_process,
+    warn_if_devices_idle,
+    warn_if_world_size_differs,
+    world_size,
+)
+from delphi.train.fused_forward import use_fused_loss
+from delphi.train.outdir import (
+    OutDirPlan,
+    drop_set_aside_run,
+    plan_out_dir,
+    recipe_files,
+    remove_failed_start,
+    restore_set_aside_run,
+    set_aside_run,
+)
+from delphi.train.schedule import checkpoint_steps, format_steps, training_steps
+from delphi.train.tracking import check_wandb, finish_wandb, set_wandb_env
+from delphi.train.trainer import DelphiTrainer
 
 log = logging.getLogger("delphi.train")
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What a run needs from its recipe and this machine, resolved once before anything else and passed
+    down: nothing after this asks the environment or the recipe for the run's layout again."""
+
+    recipe: Recipe
+    world_size: int  # processes of this run (the launcher's)
+    main: bool  # this process writes the out_dir and speaks for the run
+    out_dir: Path
+    existed: bool  # the out_dir was there before this invocation
+    overwrite: bool  # --overwrite: replace a different run in out_dir
+    args: TrainingArguments  # built once; building them set up the process group
 
 
 def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = ()) -> dict:
@@ -33,86 +87,78 @@ def train(recipe: Recipe, *, overwrite: bool = False, callbacks: list | tuple = 
     checkpoints, final_checkpoint, eval_loss, parameters, hub, complete_before (True when the run was
     already complete and nothing was done).
     """
-    from transformers.utils import logging as hf_logging
-
-    from delphi.train.distributed import warn_if_devices_idle, warn_if_world_size_differs
-
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
-    ws = world_size()
-    if is_main_process():
-        warn_if_world_size_differs(ws)
-    if os.environ.get("LOCAL_RANK", "0") == "0":
-        warn_if_devices_idle(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), _visible_gpus())
-    # every problem known without training (the check `delphi validate` and `delphi suite` make), before
-    # the out_dir is touched; a run going on from its own checkpoints does not read `resume:`
-    problems = recipe_problems(recipe, world_size=ws, resumes=_has_checkpoints(recipe.out_dir))
-    if problems:
-        raise DelphiError(refusal(recipe.name, problems))
-    _check_wandb(recipe)
-    _wandb_env(recipe)
-    args = training_arguments(recipe, ws)  # also sets up the process group, so processes can agree
+    setup = resolve_run(recipe, overwrite=overwrite)
     try:
-        return _train(recipe, args, overwrite=overwrite, callbacks=callbacks)
+        return _train(setup, list(callbacks))
     finally:
         end_processes()
 
 
-def _has_checkpoints(out_dir: str) -> bool:
-    path = Path(out_dir)
-    return path.is_dir() and bool(list_checkpoints(path))
+def resolve_run(recipe: Recipe, *, overwrite: bool = False) -> RunSetup:
+    """Every check that needs no data or model (`recipe_problems`, the same as `delphi validate` and
+    `delphi suite` make, and W&B's login), then the TrainingArguments (which set up the process group)."""
+    ws, main = world_size(), is_main_process()
+    if main:
+        warn_if_world_size_differs(ws)
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        warn_if_devices_idle(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), _visible_gpus())
+    out_dir = Path(recipe.out_dir)
+    # a run going on from its own checkpoints does not read `resume:`
+    problems = recipe_problems(recipe, world_size=ws, resumes=_has_checkpoints(out_dir))
+    if problems:
+        raise DelphiError(refusal(recipe.name, problems))
+    check_wandb(recipe)
+    set_wandb_env(recipe)
+    args = training_arguments(recipe, ws)
+    return RunSetup(recipe, ws, main, out_dir, out_dir.exists(), overwrite, args)
+
+
+def _has_checkpoints(out_dir: Path) -> bool:
+    return out_dir.is_dir() and bool(list_checkpoints(out_dir))
 
 
 def _visible_gpus() -> int:
-    import torch
-
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _train(recipe: Recipe, args, *, overwrite: bool, callbacks) -> dict:
-    from delphi.train.distributed import check_shared_out_dir
-    from delphi.train.outdir import plan_out_dir
-
-    out_dir = Path(recipe.out_dir)
-    main = is_main_process()
-    existed = out_dir.exists()
+def _train(setup: RunSetup, callbacks: list) -> dict:
+    recipe, out_dir = setup.recipe, setup.out_dir
     check_shared_out_dir(out_dir)  # before any process reads the out_dir for a decision
-    plan = agree(lambda: plan_out_dir(recipe, overwrite=overwrite))
+    plan = agree(lambda: plan_out_dir(recipe, overwrite=setup.overwrite))
     if plan.action == "complete":
-        return _complete_run(recipe, plan.final_checkpoint, overwrite=overwrite)
+        return _complete_run(setup, plan.final_checkpoint)
     try:
-        run = _prepare(recipe, args, list(callbacks))
+        run = _prepare(setup, callbacks)
     except BaseException:
-        if main and not existed:
+        if setup.main and not setup.existed:
             _remove_if_only_leftovers(out_dir)
         raise
-    return _run(recipe, run, plan, existed=existed)
+    return _run(setup, run, plan)
 
 
+@dataclass
 class _PreparedRun:
     """Everything `_prepare` built and checked; nothing of it has touched the out_dir yet."""
 
-    def __init__(self, **parts):
-        self.__dict__.update(parts)
+    trainer: DelphiTrainer
+    total: int  # optimizer steps of the run
+    steps: list[int]  # checkpoint steps
+    steps_per_epoch: int
+    online: bool  # the hub is there to publish to
+    parameters: tuple[int, int]  # (total, without embeddings)
+    sizes: tuple[int, int]  # (train, validation) sequences
 
 
-def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
+def _prepare(setup: RunSetup, callbacks: list) -> _PreparedRun:
     """Build and check everything that can fail before the first optimizer step."""
-    from delphi.hub.publish import check_hub
-    from delphi.models import build_config, build_model, check_vocab, count_parameters
-    from delphi.tokenizer import load_tokenizer
-    from delphi.train.callbacks import RecipeToWandb
-    from delphi.train.distributed import check_parallelism
-    from delphi.train.fused_forward import use_fused_loss
-    from delphi.train.schedule import checkpoint_steps, training_steps
-
+    recipe, args = setup.recipe, setup.args
     config = build_config(recipe.model)
     if recipe.model["architecture"] == "MambaForCausalLM":
-        from delphi.mamba import check_scan_path
-
         check_scan_path(recipe.mamba_scan)
     tokenizer = load_tokenizer(recipe.tokenizer)
     check_vocab(config.vocab_size, tokenizer_vocab_size=len(tokenizer))
-    train_ds, eval_ds = _load_data(recipe, config.vocab_size)
+    train_ds, eval_ds = load_run_data(recipe, config.vocab_size)
     callbacks = [import_callback(spec, recipe.search_dirs)() for spec in recipe.callbacks] + callbacks
     if recipe.wandb:
         callbacks.append(RecipeToWandb(recipe))
@@ -131,7 +177,7 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     model = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)
     use_fused_loss(model, recipe.fused_loss)  # before the Trainer reads the model's forward
     parameters = count_parameters(model)
-    trainer = _make_trainer(recipe, args, model, tokenizer, (train_ds, eval_ds), steps, callbacks, parameters)
+    trainer = _make_trainer(setup, model, tokenizer, (train_ds, eval_ds), steps, callbacks, parameters)
     check_parallelism(args, trainer)
     _check_optimizer_and_schedule(trainer, total)
     _warn_about_warmup(args, total)  # once the learning rate is known to be valid
@@ -147,18 +193,14 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     )
 
 
-def _make_trainer(recipe, args, model, tokenizer, datasets, steps, callbacks, parameters):
-    from delphi.train.trainer import DelphiTrainer
+def _make_trainer(setup: RunSetup, model, tokenizer, datasets, steps, callbacks, parameters) -> DelphiTrainer:
+    recipe = setup.recipe
 
     def run_files() -> dict[str, str]:
         """The recipe and the run context, as of this checkpoint (written into every step folder)."""
-        from delphi.provenance import run_context
-
-        context = run_context(world_size=world_size())
+        context = run_context(world_size=setup.world_size)
         context.update(recipe=recipe.name, parameters=parameters[0], non_embedding_parameters=parameters[1])
         if recipe.model["architecture"] == "MambaForCausalLM":
-            from delphi.mamba import scan_paths_in_use
-
             context["mamba_scan"] = scan_paths_in_use(model)  # the scan that really ran, per device and dtype
         context_text = json.dumps(context, indent=2, sort_keys=True) + "\n"
         return {RECIPE_FILE: recipe.dump_yaml(), RUN_CONTEXT_FILE: context_text}
@@ -166,7 +208,7 @@ def _make_trainer(recipe, args, model, tokenizer, datasets, steps, callbacks, pa
     try:
         return DelphiTrainer(
             model=model,
-            args=args,
+            args=setup.args,
             train_dataset=datasets[0],
             eval_dataset=datasets[1],
             processing_class=tokenizer,
@@ -198,8 +240,6 @@ def _check_optimizer_and_schedule(trainer, total: int) -> None:
     beta, epsilon, weight decay or optimizer name fails now, not in the first step. The values are
     checked first by the same function `delphi suite` checks every run with before any starts (torch
     checks only the default group's weight decay, not the Trainer's groups)."""
-    from delphi.recipe.optimizer import OPTIMIZER_KEYS, optimizer_value_problems
-
     try:
         problems = optimizer_value_problems({key: getattr(trainer.args, key) for key in OPTIMIZER_KEYS})
         if problems:
@@ -228,22 +268,9 @@ def _warn_about_warmup(args, total: int) -> None:
         )  # fmt: skip
 
 
-def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
+def _run(setup: RunSetup, run: _PreparedRun, plan: OutDirPlan) -> dict:
     """Commit to the out_dir and train; undo the commit if the run stops before its first checkpoint."""
-    from delphi.hub.publish import close_hub_uploader, open_hub_uploader
-    from delphi.run_status import hold_run_lock
-    from delphi.train.callbacks import HubPublisher, OnFirstCheckpoint
-    from delphi.train.checkpoints import disk_full_error, is_disk_full, remove_partial_checkpoint
-    from delphi.train.outdir import (
-        drop_set_aside_run,
-        recipe_files,
-        remove_failed_start,
-        restore_set_aside_run,
-        set_aside_run,
-    )
-
-    out_dir = Path(recipe.out_dir)
-    main = is_main_process()
+    recipe, out_dir, main = setup.recipe, setup.out_dir, setup.main
     trainer = run.trainer
     lock = contextlib.ExitStack()  # one trainer per out_dir; `delphi suite --status` sees it running
     uploader = None
@@ -269,8 +296,6 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
     if main:
 
         def commit(first_checkpoint: Path) -> None:
-            from delphi import atomic
-
             atomic.write_text(out_dir / RECIPE_FILE, recipe.dump_yaml())
             drop_set_aside_run(out_dir)
 
@@ -278,7 +303,7 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
         if run.online:
             uploader = open_hub_uploader(recipe)
             trainer.add_callback(HubPublisher(uploader))
-        _log_start(recipe, run, plan)
+        _log_start(setup, run, plan)
     try:
         trainer.train(resume_from_checkpoint=plan.resume_from)
     except BaseException as error:
@@ -296,7 +321,7 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
                 "the model has parameters that its forward pass does not use, so DDP cannot finish the "
                 "gradient reduction; set training.ddp_find_unused_parameters: true (delphi's default is false)"
             ) from error
-        if world_size() > 1 and _is_collective_failure(error):
+        if setup.world_size > 1 and _is_collective_failure(error):
             saved = list_checkpoints(out_dir)
             raise DelphiError(
                 f"another process of this run stopped while this one was training ({_first_line(error)}); "
@@ -305,14 +330,10 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
             ) from error
         raise
     finally:
-        if recipe.wandb:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()  # flush: HF's callback leaves the run open for more logging
+        finish_wandb(recipe)
         hub_summary = close_hub_uploader(uploader, recipe, main_process=main) if main else None
         lock.close()
-        if main and not existed and out_dir.is_dir() and not any(out_dir.iterdir()):
+        if main and not setup.existed and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a fresh out_dir that got no checkpoint goes back to not existing
     saved = list_checkpoints(out_dir)
     if main:
@@ -322,8 +343,6 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
 
 def _is_collective_failure(error: BaseException) -> bool:
     """A collective (all-reduce, barrier, ...) failed: in practice, a peer process died."""
-    import torch.distributed as dist
-
     markers = ("Connection closed by peer", "Connection reset by peer", "Gloo", "NCCL", "ProcessGroup")
     backend_error = getattr(dist, "DistBackendError", ())
     return isinstance(error, backend_error) or (
@@ -336,10 +355,8 @@ def _first_line(error: BaseException) -> str:
     return (text.splitlines()[0] if text else type(error).__name__)[:200]
 
 
-def _log_start(recipe: Recipe, run: _PreparedRun, plan) -> None:
-    from delphi.train.schedule import format_steps
-
-    ws = world_size()
+def _log_start(setup: RunSetup, run: _PreparedRun, plan: OutDirPlan) -> None:
+    recipe, ws = setup.recipe, setup.world_size
     micro, accumulation = recipe.batch_split(ws)
     total_params, non_embedding = run.parameters
     log.info(
@@ -356,11 +373,12 @@ def _log_start(recipe: Recipe, run: _PreparedRun, plan) -> None:
         log.info("resuming from %s", plan.resume_from)
 
 
-def _complete_run(recipe: Recipe, final_checkpoint: str, *, overwrite: bool = False) -> dict:
+def _complete_run(setup: RunSetup, final_checkpoint: str) -> dict:
     """A rerun of a finished run: say so, touch nothing."""
-    saved = list_checkpoints(recipe.out_dir)
+    recipe = setup.recipe
+    saved = list_checkpoints(setup.out_dir)
     summary = _summary(recipe, saved, parameters=None, hub=None, complete_before=True)
-    if is_main_process():
+    if setup.main:
         meta = read_checkpoint_meta(final_checkpoint)
         loss = meta.get("eval_loss")
         log.info(
@@ -368,7 +386,7 @@ def _complete_run(recipe: Recipe, final_checkpoint: str, *, overwrite: bool = Fa
             recipe.name, meta.get("step"), meta.get("max_steps"),
             "n/a" if loss is None else f"{loss:.4g}", final_checkpoint,
         )  # fmt: skip
-        if overwrite:
+        if setup.overwrite:
             log.info(
                 "--overwrite replaces only a different run; to train this one again from scratch, remove "
                 "%s or choose another out_dir", recipe.out_dir,
@@ -398,75 +416,8 @@ def _summary(recipe: Recipe, saved: list, *, parameters, hub, complete_before: b
 
 def _remove_if_only_leftovers(out_dir: Path) -> None:
     """After a failed start: remove an out_dir this process created, if nothing but its own leftovers is in it."""
-    import shutil
-
     if not out_dir.is_dir():
         return
     leftovers = {".hub-resume", ".delphi.lock"}
     if all(p.name in leftovers for p in out_dir.iterdir()):
         shutil.rmtree(out_dir, ignore_errors=True)
-
-
-# ---- W&B ----
-
-
-def _check_wandb(recipe: Recipe) -> None:
-    if not recipe.wandb:
-        return
-    mode = os.environ.get("WANDB_MODE")
-    if mode is not None and mode.strip() == "":
-        raise DelphiError("WANDB_MODE is set but empty; use online, offline or disabled (or unset it)")
-    if mode in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
-        return
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    if netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
-        return
-    raise DelphiError(
-        f"recipe logs to W&B ({recipe.wandb!r}) but no W&B login was found; set WANDB_API_KEY, "
-        "run `wandb login`, or set WANDB_MODE=offline (sync later with `wandb sync`)"
-    )
-
-
-def _wandb_env(recipe: Recipe) -> None:
-    entity_project = recipe.wandb_entity_project
-    if entity_project is None:
-        return
-    entity, project = entity_project
-    os.environ["WANDB_PROJECT"] = project
-    if entity:
-        os.environ["WANDB_ENTITY"] = entity
-    os.environ.setdefault("WANDB_LOG_MODEL", "false")
-
-
-# ---- data ----
-
-
-def _load_data(recipe: Recipe, vocab_size: int):
-    from delphi.train.data import check_token_dataset, load_token_split
-
-    data = recipe.data
-    train = load_token_split(data.path, data.train_split, data.feature)
-    check_token_dataset(
-        train, seq_len=recipe.seq_len, vocab_size=vocab_size, source=data.path, split=data.train_split
-    )
-    validation = load_token_split(data.path, data.validation_split, data.feature)
-    if data.validation_size is not None:
-        if data.validation_size > len(validation):
-            raise DelphiError(
-                f"data.validation_size {data.validation_size} is larger than the validation split "
-                f"{data.validation_split!r} of {data.path!r} ({len(validation)} sequences)"
-            )
-        validation = validation.select(range(data.validation_size))
-    check_token_dataset(
-        validation,
-        seq_len=recipe.seq_len,
-        vocab_size=vocab_size,
-        source=data.path,
-        split=data.validation_split,
-    )
-    if len(train) < recipe.batch_size:
-        raise DelphiError(
-            f"the train split of {data.path!r} has {len(train)} sequences, fewer than one batch "
-            f"(batch_size {recipe.batch_size})"
-        )
-    return train, validation
