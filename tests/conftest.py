@@ -135,6 +135,27 @@ def hub_server(tmp_path_factory, monkeypatch):
             importlib.reload(huggingface_hub.constants)
 
 
+@pytest.fixture
+def unreachable_hub(monkeypatch):
+    """The hub switched on (HF_HUB_OFFLINE unset, a token set) but unreachable: HF_ENDPOINT on a closed
+    port (connection refused at once); undone after the test."""
+    import importlib
+
+    import huggingface_hub.constants
+
+    endpoint = "http://127.0.0.1:9"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    importlib.reload(huggingface_hub.constants)  # the endpoint is read at import time
+    try:
+        yield endpoint
+    finally:
+        monkeypatch.undo()
+        importlib.reload(huggingface_hub.constants)
+
+
 @pytest.fixture(scope="session")
 def stories_data(story_corpus, tmp_path_factory):
     """A folder with `tok/` (a 384-token delphi tokenizer) and `data/` (stories tokenized into 32-token

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tiny import ENV, REPO
 from transformers import TrainerCallback
 
 from delphi.batches import (
@@ -28,9 +29,6 @@ from delphi.batches import (
 )
 from delphi.errors import DelphiError
 from delphi.train.sampler import DeterministicEpochSampler
-
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.parametrize("order", ["hash", "delphi-v0.2"])

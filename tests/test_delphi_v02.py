@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny import training_args
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback, TrainingArguments
 
 from delphi.errors import DelphiError
@@ -188,9 +189,7 @@ def _tiny_trainer(tmp_path, **kwargs):
         vocab_size=32, hidden_size=8, intermediate_size=16, num_attention_heads=2, num_hidden_layers=1,
         num_key_value_heads=1, max_position_embeddings=8,
     )  # fmt: skip
-    args = TrainingArguments(
-        output_dir=str(tmp_path), save_strategy="no", eval_strategy="no", weight_decay=0.1, use_cpu=True
-    )
+    args = training_args(tmp_path, weight_decay=0.1)
     return DelphiTrainer(model=LlamaForCausalLM(config), args=args, checkpoint_steps=[1], seq_len=8, **kwargs)
 
 

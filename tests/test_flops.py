@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tiny import MODEL
+from tiny import MODEL, training_args
 from torch.utils.flop_counter import FlopCounterMode
 
 from delphi.errors import DelphiError
@@ -146,9 +146,7 @@ def test_peak_table_matches_device_names():
 
 
 def test_peak_flops_override(monkeypatch):
-    from transformers import TrainingArguments
-
-    args = TrainingArguments(output_dir="unused", use_cpu=True, report_to=[])
+    args = training_args("unused")
     model = build_model(LLAMA_GQA, seed=0)
     monkeypatch.delenv(PEAK_FLOPS_ENV, raising=False)
     assert mfu_inputs(model, args, 32) == (llama_flops_per_token(model.config, 32), None)  # CPU: no peak

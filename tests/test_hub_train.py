@@ -152,31 +152,18 @@ def test_a_commit_whose_answer_was_lost_counts_as_published(hub_server, data_roo
     assert push_run(out, "org/tiny", retry_wait=0.05)["uploaded"] == []
 
 
-def test_unreachable_hub_stops_before_training_unless_offline_ok(data_root, tmp_path, monkeypatch):
-    import importlib
-
-    import huggingface_hub.constants
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # closed port: connection refused
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
-    importlib.reload(huggingface_hub.constants)
-    try:
-        out = tmp_path / "run"
-        path = recipe_file(tmp_path / "r.yaml", data_root, out)
-        with pytest.raises(
-            DelphiError,
-            match=r"could not be reached.*needed for model repo 'org/tiny'.*Nothing was trained.*offline_ok",
-        ):
-            train(load_recipe([path]))
-        assert all_steps(out) == []
-        summary = train(load_recipe([path], ["hub.offline_ok=true"]))
-        assert all_steps(out) == [1, 2, 3, 4, 6]
-        assert summary["hub"]["offline"] and summary["hub"]["published"] == []
-    finally:
-        monkeypatch.undo()
-        importlib.reload(huggingface_hub.constants)
+def test_unreachable_hub_stops_before_training_unless_offline_ok(data_root, tmp_path, unreachable_hub):
+    out = tmp_path / "run"
+    path = recipe_file(tmp_path / "r.yaml", data_root, out)
+    with pytest.raises(
+        DelphiError,
+        match=r"could not be reached.*needed for model repo 'org/tiny'.*Nothing was trained.*offline_ok",
+    ):
+        train(load_recipe([path]))
+    assert all_steps(out) == []
+    summary = train(load_recipe([path], ["hub.offline_ok=true"]))
+    assert all_steps(out) == [1, 2, 3, 4, 6]
+    assert summary["hub"]["offline"] and summary["hub"]["published"] == []
 
 
 def test_push_after_an_offline_run_then_nothing_the_second_time(hub_server, data_root, tmp_path):

@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from tiny import write_recipe
-from transformers import AutoModelForCausalLM, TrainingArguments
+from tiny import training_args, write_recipe
+from transformers import AutoModelForCausalLM
 
 from delphi.errors import DelphiError
 from delphi.models import build_model
@@ -285,13 +285,8 @@ def train_tiny(out_dir, data_dir, *, fused, micro=2, accumulation=2, steps=4, **
     """A real DelphiTrainer run; returns (per-step losses, final weights, the trainer)."""
     model = build_model(LLAMA, seed=0)
     use_fused_loss(model, fused)
-    args = TrainingArguments(
-        output_dir=str(out_dir),
-        save_strategy="no",
-        eval_strategy="no",
-        use_cpu=True,
-        report_to=[],
-        disable_tqdm=True,
+    args = training_args(
+        out_dir,
         max_steps=steps,
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=accumulation,

@@ -493,31 +493,19 @@ def test_failed_run_leaves_old_shards_untouched(written, tmp_path, monkeypatch):
     assert not (tmp_path / "fresh").exists()
 
 
-def test_unreachable_hub_fails_before_tokenizing(story_dir, tokenizer_dir, tmp_path, monkeypatch):
-    import importlib
+def test_unreachable_hub_fails_before_tokenizing(story_dir, tokenizer_dir, tmp_path, unreachable_hub):
     import time
 
-    import huggingface_hub.constants
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # closed port: connection refused
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
-    importlib.reload(huggingface_hub.constants)  # the endpoint is read at import time
-    try:
-        start = time.monotonic()
-        for out_dir in (tmp_path / "out", None):
-            fails(
-                r"could not be reached.*needed for dataset repo 'org/stories-tokens'",
-                in_dataset=str(story_dir),
-                tokenizer=str(tokenizer_dir),
-                out_dir=out_dir,
-                out_repo="org/stories-tokens",
-            )
-        assert time.monotonic() - start < 30
-    finally:
-        monkeypatch.undo()
-        importlib.reload(huggingface_hub.constants)
+    start = time.monotonic()
+    for out_dir in (tmp_path / "out", None):
+        fails(
+            r"could not be reached.*needed for dataset repo 'org/stories-tokens'",
+            in_dataset=str(story_dir),
+            tokenizer=str(tokenizer_dir),
+            out_dir=out_dir,
+            out_repo="org/stories-tokens",
+        )
+    assert time.monotonic() - start < 30
     assert not (tmp_path / "out").exists()
 
 

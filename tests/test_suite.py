@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny import MODEL, write_recipe
+from tiny import MODEL, REPO, run_process, write_recipe
 
 from delphi.errors import DelphiError
 from delphi.layout import read_checkpoint_meta
@@ -35,7 +35,6 @@ from delphi.run_status import (
 from delphi.suite import plan_suite, run_suite, suite_status
 from delphi.suite.local import cpu_cores, plan_layout
 
-REPO = Path(__file__).resolve().parents[1]
 SLOW_CALLBACK = """
 import time
 from transformers import TrainerCallback
@@ -49,10 +48,7 @@ class Slow(TrainerCallback):
 def delphi(args: list[str], cwd: Path, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     """`python -m delphi ARGS` in `cwd`, with this checkout (and `cwd`, for test callbacks) importable;
     `env`: more environment variables."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{cwd}", "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "delphi", *args], capture_output=True, text=True, env=env, cwd=cwd, **kw
-    )
+    return run_process([sys.executable, "-m", "delphi", *args], env, cwd=cwd, pythonpath=[cwd], **kw)
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:

@@ -124,26 +124,13 @@ def test_no_output_given(text_dir, tmp_path):
     _fails(tmp_path, "--out-dir, --out-repo", source=str(text_dir), out_dir=None)
 
 
-def test_unreachable_hub_fails_before_training(text_dir, tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # closed port: connection refused
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
-    import importlib
-
-    import huggingface_hub.constants
-
-    importlib.reload(huggingface_hub.constants)  # the endpoint is read at import time
-    try:
-        _fails(
-            tmp_path,
-            r"could not be reached.*needed for model repo 'org/tok'",
-            source=str(text_dir),
-            out_repo="org/tok",
-        )
-    finally:
-        monkeypatch.undo()
-        importlib.reload(huggingface_hub.constants)
+def test_unreachable_hub_fails_before_training(text_dir, tmp_path, unreachable_hub):
+    _fails(
+        tmp_path,
+        r"could not be reached.*needed for model repo 'org/tok'",
+        source=str(text_dir),
+        out_repo="org/tok",
+    )
 
 
 def test_refuses_to_replace_existing_tokenizer(text_dir, tmp_path):

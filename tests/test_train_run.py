@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tiny import MODEL, write_recipe
+from tiny import MODEL, REPO, run_process, write_recipe
 
 from delphi.errors import DelphiError
 from delphi.layout import list_checkpoints, read_checkpoint_meta
@@ -25,7 +25,6 @@ from delphi.recipe import load_recipe
 from delphi.train.run import train
 
 pytestmark = pytest.mark.slow  # trains real runs (see `make test-fast`)
-REPO = Path(__file__).resolve().parents[1]
 SECRET = "hf_" + "S3cr3tT0k3nThatMustNeverBeWritten01"
 
 
@@ -37,11 +36,6 @@ def final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
 def step_losses(out_dir: Path) -> dict[int, float]:
     state = json.loads((list_checkpoints(out_dir)[-1][1] / "trainer_state.json").read_text())
     return {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
-
-
-def run_cli(args: list[str], env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, **kw)
 
 
 def test_recipe_trains_end_to_end_on_tinystories(stories_data, tmp_path, monkeypatch):
@@ -141,7 +135,7 @@ def test_sigkill_and_resume_equals_uninterrupted(stories_data, tmp_path):
     killed = write_recipe(tmp_path / "killed.yaml", stories_data, tmp_path / "killed", **extra)
     env = {"PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
 
-    done = run_cli([sys.executable, "-m", "delphi.train", str(full)], env)
+    done = run_process([sys.executable, "-m", "delphi.train", str(full)], env)
     assert done.returncode == 0, done.stderr[-3000:]
 
     env_all = {**os.environ, "OMP_NUM_THREADS": "1", **env}
@@ -158,7 +152,7 @@ def test_sigkill_and_resume_equals_uninterrupted(stories_data, tmp_path):
     proc.wait()
     assert [s for s, _ in list_checkpoints(tmp_path / "killed")][-1] < 20
 
-    resumed = run_cli([sys.executable, "-m", "delphi.train", str(killed)], env)
+    resumed = run_process([sys.executable, "-m", "delphi.train", str(killed)], env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr
     a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "killed")
@@ -175,11 +169,11 @@ def test_accelerate_two_cpu_processes_match_one(stories_data, tmp_path):
     two = write_recipe(tmp_path / "two.yaml", stories_data, tmp_path / "two", micro_batch_size=2)
     launch = [sys.executable, "-m", "accelerate.commands.launch"]
 
-    single = run_cli(
+    single = run_process(
         launch + ["--config_file", "accelerate_configs/cpu.yaml", "-m", "delphi.train", str(one)]
     )
     assert single.returncode == 0, single.stderr[-3000:]
-    multi = run_cli(
+    multi = run_process(
         launch + ["--config_file", "accelerate_configs/multi-cpu.yaml", "--num_processes", "2",
                   "-m", "delphi.train", str(two)]
     )  # fmt: skip
@@ -200,7 +194,7 @@ def test_accelerate_two_cpu_processes_match_one(stories_data, tmp_path):
 @pytest.mark.slow
 def test_single_process_launch_asked_for_two_warns_loudly(stories_data, tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", stories_data, tmp_path / "run", **{"training.max_steps": 2})
-    proc = run_cli(
+    proc = run_process(
         [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
          "-m", "delphi.train", str(recipe)]
     )  # fmt: skip
@@ -264,15 +258,17 @@ def test_generate_from_a_run_is_reproducible(stories_data, tmp_path):
 
 def test_cli_train_and_generate(stories_data, tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", stories_data, tmp_path / "run")
-    proc = run_cli([sys.executable, "-m", "delphi", "train", str(recipe), "--set", "training.max_steps=3"])
+    proc = run_process(
+        [sys.executable, "-m", "delphi", "train", str(recipe), "--set", "training.max_steps=3"]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "final validation loss:" in proc.stdout
     assert "checkpoints at steps: 1, 2, 3 (3 checkpoints)" in proc.stderr
-    gen = run_cli([sys.executable, "-m", "delphi", "generate", str(tmp_path / "run"), "-n", "1",
+    gen = run_process([sys.executable, "-m", "delphi", "generate", str(tmp_path / "run"), "-n", "1",
                    "--max-new-tokens", "5"])  # fmt: skip
     assert gen.returncode == 0, gen.stderr[-3000:]
     assert "Once upon a time" in gen.stdout
-    bad = run_cli([sys.executable, "-m", "delphi.train", str(recipe), "--set", "training.lerning_rate=1"])
+    bad = run_process([sys.executable, "-m", "delphi.train", str(recipe), "--set", "training.lerning_rate=1"])
     assert bad.returncode == 2
     assert "learning_rate" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from tiny import training_args
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -21,7 +22,6 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
     TrainerCallback,
-    TrainingArguments,
 )
 
 from delphi.errors import DelphiError
@@ -109,15 +109,7 @@ def make_trainer(
     extra = {
         k: overrides.pop(k) for k in list(overrides) if k in ("run_files", "keep_optimizer", "data_collator")
     }
-    args = TrainingArguments(
-        output_dir=str(out_dir),
-        save_strategy="no",
-        eval_strategy="no",
-        use_cpu=True,
-        report_to=[],
-        disable_tqdm=True,
-        **(settings | overrides),
-    )
+    args = training_args(out_dir, **(settings | overrides))
     return DelphiTrainer(
         model=model if model is not None else tiny_llama(),
         args=args,
@@ -398,12 +390,7 @@ def test_bad_settings_are_refused_before_training(tmp_path, data, tokenizer, ove
     strategies = {k: settings.pop(k) for k in ("save_strategy", "eval_strategy") if k in settings}
     with pytest.raises(DelphiError, match=match):
         if strategies:
-            args = TrainingArguments(
-                output_dir=str(tmp_path),
-                use_cpu=True,
-                report_to=[],
-                **({"save_strategy": "no", "eval_strategy": "no"} | strategies | settings),
-            )
+            args = training_args(tmp_path, **(strategies | settings))
             DelphiTrainer(
                 model=tiny_llama(),
                 args=args,
@@ -416,7 +403,7 @@ def test_bad_settings_are_refused_before_training(tmp_path, data, tokenizer, ove
 
 
 def test_wrong_sequence_length_and_too_little_data(tmp_path, data, tokenizer):
-    args = TrainingArguments(output_dir=str(tmp_path), save_strategy="no", use_cpu=True, report_to=[])
+    args = training_args(tmp_path)
     with pytest.raises(DelphiError, match="have 16 tokens, expected seq_len=32"):
         DelphiTrainer(
             model=tiny_llama(), args=args, train_dataset=data["train"], checkpoint_steps=[], seq_len=32

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import cli_error, write_recipe
+from tiny import REPO, cli_error, run_process, write_recipe
 
 from delphi.errors import DelphiError
 from delphi.layout import REPLACED_DIR, list_checkpoints
@@ -27,7 +27,6 @@ from delphi.recipe import load_recipe
 from delphi.train.run import train
 
 pytestmark = pytest.mark.slow  # trains real runs (see `make test-fast`)
-REPO = Path(__file__).resolve().parents[1]
 DELPHI = Path(sys.executable).with_name("delphi")  # the console script of this environment
 
 
@@ -38,11 +37,6 @@ def tree(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-def run_cli(args: list, *, cwd=REPO, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, cwd=cwd, **kw)
 
 
 @pytest.fixture
@@ -85,7 +79,7 @@ def test_rerun_of_a_complete_run_changes_nothing(finished_run, caplog):
 def test_rerun_through_every_entry_point(finished_run, entry):
     recipe, out = finished_run
     before = tree(out)
-    proc = run_cli([*entry, recipe])
+    proc = run_process([*entry, recipe])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "already complete" in proc.stdout and "final validation loss:" in proc.stdout
     assert "resuming" not in proc.stderr and "Writing model shards" not in proc.stderr
@@ -100,10 +94,10 @@ def test_rerun_through_accelerate_with_two_processes(stories_data, tmp_path):
     )  # fmt: skip
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
     launch += ["accelerate_configs/multi-cpu.yaml", "--num_processes", "2", "-m", "delphi.train", recipe]
-    first = run_cli(launch)
+    first = run_process(launch)
     assert first.returncode == 0, first.stderr[-3000:]
     before = tree(tmp_path / "run")
-    again = run_cli(launch)
+    again = run_process(launch)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already complete") == 1, again.stdout  # one summary, from the main process
     assert tree(tmp_path / "run") == before
@@ -144,7 +138,7 @@ def test_bad_values_from_the_command_line_are_one_line(finished_run):
         # a warmup longer than the run: its warning would only mislead next to the error
         warmup = ["--set", "training.warmup_steps=99"]
         cli = [sys.executable, "-m", "delphi", "train", recipe, "--set", override, *warmup]
-        proc = run_cli([*cli, "--overwrite"])
+        proc = run_process([*cli, "--overwrite"])
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr and "delphi train: error:" in proc.stderr, proc.stderr[-2000:]
         assert "never reaches" not in proc.stderr
@@ -257,7 +251,7 @@ def test_an_interrupted_overwrite_gives_the_old_run_back(finished_run, tmp_path,
         assert tree(out) == before, "Ctrl-C: the old run is back at once"
         return
     assert proc.returncode == -signal.SIGKILL
-    again = run_cli([sys.executable, "-m", "delphi", "train", recipe])  # the next invocation repairs
+    again = run_process([sys.executable, "-m", "delphi", "train", recipe])  # the next invocation repairs
     assert again.returncode == 0 and "already complete" in again.stdout, again.stderr[-3000:]
     assert tree(out) == before and not (out / ".delphi.lock").exists()
 
@@ -291,7 +285,7 @@ def test_mistyped_cli_inputs_say_no_such_directory(stories_data, story_corpus, t
         ["curves", f"{tmp_path}/no/run", "--out", tmp_path / "c.png"],
     ]  # fmt: skip
     for command in commands:
-        proc = run_cli([sys.executable, "-m", "delphi", *command])
+        proc = run_process([sys.executable, "-m", "delphi", *command])
         assert proc.returncode == 2 and "no such" in proc.stderr and "Traceback" not in proc.stderr, (
             proc.stderr
         )
@@ -359,14 +353,14 @@ def test_an_unreachable_hub_ends_the_command_quickly_with_what_to_do(silent_endp
     ]
     # the same command with the hub switched off fails at once: the difference is what the hub costs
     started = time.perf_counter()
-    offline = run_cli(
+    offline = run_process(
         command, env_extra={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}, timeout=120
     )
     baseline = time.perf_counter() - started
     assert offline.returncode == 2 and "could not load tokenizer" in offline.stderr, offline.stderr[-2000:]
     env = {"HF_ENDPOINT": silent_endpoint, "HF_HUB_OFFLINE": "", "HF_HOME": str(tmp_path / "hf")}
     started = time.perf_counter()
-    proc = run_cli(command, env_extra=env, timeout=120)
+    proc = run_process(command, env_extra=env, timeout=120)
     elapsed = time.perf_counter() - started
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert elapsed - baseline < 10, (
@@ -382,7 +376,7 @@ def test_an_unreachable_hub_ends_the_command_quickly_with_what_to_do(silent_endp
 def test_an_unreachable_hub_stops_delphi_push_with_advice_for_push(finished_run, silent_endpoint, tmp_path):
     _, out = finished_run
     env = {"HF_ENDPOINT": silent_endpoint, "HF_HUB_OFFLINE": "", "HF_HOME": str(tmp_path / "hf")}
-    proc = run_cli([DELPHI, "push", out, "--repo", "org/later"], env_extra=env, timeout=120)
+    proc = run_process([DELPHI, "push", out, "--repo", "org/later"], env_extra=env, timeout=120)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "could not be reached" in proc.stderr and "Nothing was uploaded" in proc.stderr
     # advice for training runs or hub inputs would not help a push
@@ -417,11 +411,11 @@ def test_recipe_callbacks_resolve_from_the_cwd_and_the_recipe_dir(stories_data, 
             callbacks=[f"{module}:Note"],
             **{"training.max_steps": 1},
         )
-        proc = run_cli([*entry, recipe], cwd=work, env_extra={"PYTHONPATH": str(REPO)})
+        proc = run_process([*entry, recipe], cwd=work, env_extra={"PYTHONPATH": str(REPO)})
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert (out / "note.txt").read_text() == "seen"
     bad = write_recipe(recipes / "bad.yaml", stories_data, tmp_path / "bad", callbacks=["nomod:Note"])
-    proc = run_cli([DELPHI, "train", bad], cwd=work)
+    proc = run_process([DELPHI, "train", bad], cwd=work)
     assert proc.returncode == 2 and f"looked in {work}, {recipes}" in proc.stderr, proc.stderr[-2000:]
 
 

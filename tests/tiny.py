@@ -1,11 +1,19 @@
-"""The tiny Llama recipe that end-to-end tests train (on the `stories_data` fixture in conftest.py), and
-the check that a CLI command failed with one line."""
+"""Helpers every test file shares: the tiny Llama (its model section and a recipe of it, trained on the
+`stories_data` fixture in conftest.py), running delphi as a real process, and the check that a CLI
+command failed with one line."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# the environment of a delphi process a test starts: this checkout importable, one torch thread (tiny models
+# gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes them 100x slower)
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 MODEL = {
     "architecture": "LlamaForCausalLM",
@@ -20,6 +28,26 @@ MODEL = {
     "eos_token_id": 1,
     "pad_token_id": 2,
 }
+
+
+def training_args(out_dir, **settings):
+    """`TrainingArguments` for a test's own DelphiTrainer: on the CPU, no saving or evaluation by the Trainer
+    (DelphiTrainer does both at its checkpoint steps), no reporting, no progress bar; `settings` win."""
+    from transformers import TrainingArguments
+
+    defaults = dict(save_strategy="no", eval_strategy="no", use_cpu=True, report_to=[], disable_tqdm=True)
+    return TrainingArguments(output_dir=str(out_dir), **(defaults | settings))
+
+
+def run_process(
+    args: list, env_extra: dict | None = None, *, cwd=REPO, pythonpath=(), **kw
+) -> subprocess.CompletedProcess:
+    """`args` as a real process (the delphi script, `python -m delphi ...`, a launcher) run from `cwd`, with
+    ENV, `pythonpath` folders importable too, and `env_extra` on top; output captured as text."""
+    env = {**ENV, **(env_extra or {})}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], *map(str, pythonpath)])
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, cwd=cwd, **kw)
 
 
 def write_recipe(path: Path, data_root: Path, out_dir: Path, **overrides) -> Path:
