@@ -11,6 +11,8 @@ import logging
 from typing import Any
 
 from delphi.errors import DelphiError
+from delphi.mamba import apply_scan_path
+from delphi.quiet import quiet_known_warnings
 from delphi.recipe.model_section import config_problems, model_class, model_config
 
 logger = logging.getLogger("delphi.models")
@@ -39,9 +41,6 @@ def build_model(
     """
     import torch
     import transformers
-
-    from delphi.mamba import apply_scan_path
-    from delphi.quiet import quiet_known_warnings
 
     config = build_config(model_section)
     cls = model_class(model_section["architecture"])

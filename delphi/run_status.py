@@ -26,6 +26,7 @@ from pathlib import Path
 from delphi.errors import DelphiError
 from delphi.layout import ATTEMPT_FILE as ATTEMPT_NAME
 from delphi.layout import LOCK_FILE as LOCK_NAME
+from delphi.layout import has_resume_state, list_checkpoints, read_checkpoint_meta
 
 DONE = "done"
 RUNNING = "running"
@@ -85,8 +86,6 @@ def run_status(out_dir: str | os.PathLike, *, max_steps: int | None = None) -> R
     recipe's `training.max_steps`, or the total `delphi train` computed); by default the newest
     checkpoint's own `max_steps`. Passing it matters when a run is asked to go further than it was.
     """
-    from delphi.layout import has_resume_state, list_checkpoints
-
     out = Path(out_dir)
     found = list_checkpoints(out)
     steps = [step for step, _ in found]
@@ -134,8 +133,6 @@ def run_status(out_dir: str | os.PathLike, *, max_steps: int | None = None) -> R
 
 def is_done(out_dir: str | os.PathLike, *, max_steps: int | None = None) -> bool:
     """True if the run in `out_dir` has a complete checkpoint at (or past) its last step."""
-    from delphi.layout import list_checkpoints, read_checkpoint_meta
-
     found = list_checkpoints(out_dir)
     if not found:
         return False

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from delphi.errors import DelphiError
+from delphi.models import build_model, count_parameters
+from delphi.recipe import load_recipe, recipe_problems, refusal
 
 COLUMNS = ("recipe", "architecture", "parameters", "non_embedding", "tokens_per_step")
 
@@ -41,9 +43,6 @@ def validate_paths(paths: list[str | Path]) -> list[dict[str, Any]]:
     A broken recipe gives a row with `error` set (the other columns empty), never an exception, so one
     bad file does not hide the state of the others.
     """
-    from delphi.models import build_model, count_parameters
-    from delphi.recipe import load_recipe, recipe_problems, refusal
-
     rows = []
     for file in recipe_files(paths):
         row: dict[str, Any] = dict.fromkeys(COLUMNS, "") | {"recipe": str(file), "error": ""}

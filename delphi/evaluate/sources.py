@@ -19,6 +19,7 @@ from delphi.layout import (
     META_NAME,
     RECIPE_FILE,
     checkpoint_ref,
+    list_checkpoints,
     parse_step,
     step_folder_conflict,
     step_name,
@@ -66,8 +67,6 @@ def list_branches(model: str | os.PathLike) -> list[str]:
     model = str(model)
     _check_source(model)
     if is_local(model):
-        from delphi.layout import list_checkpoints
-
         return [folder.name for _, folder in list_checkpoints(model)]
     from huggingface_hub import HfApi
 

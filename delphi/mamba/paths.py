@@ -31,7 +31,10 @@ import torch
 
 from delphi.compat import private
 from delphi.errors import DelphiError
+from delphi.mamba.chunked import chunked_selective_scan
+from delphi.mamba.mixer import IncompatibleForward, forward_with_scan, mixer_class
 from delphi.mamba.selfcheck import triton_problem
+from delphi.quiet import quiet_kernel_fallback_warnings
 from delphi.recipe.schema import SCAN_PATHS  # the recipe's vocabulary (re-exported)
 
 logger = logging.getLogger("delphi.mamba")
@@ -86,8 +89,6 @@ def scan_function(path: str) -> Callable:
     """The scan for a concrete path other than cuda-kernels, with transformers' `mamba_selective_scan`'s
     arguments: (hidden_states, dt, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)."""
     if path == "chunked":
-        from delphi.mamba.chunked import chunked_selective_scan
-
         return chunked_selective_scan
     if path == "triton":
         from delphi.mamba.triton_scan import triton_selective_scan
@@ -105,9 +106,6 @@ def apply_scan_path(model: torch.nn.Module, path: str = "auto") -> int:
 
     Checks `path` first (DelphiError), so a recipe asking for what this machine lacks fails before training.
     """
-    from delphi.mamba.mixer import mixer_class
-    from delphi.quiet import quiet_kernel_fallback_warnings
-
     mixer_type = mixer_class()
     mixers = [m for m in model.modules() if type(m) is mixer_type]
     if not mixers:
@@ -180,16 +178,12 @@ def _scan_dtype(hidden_states: torch.Tensor) -> torch.dtype:
 
 
 def _stock_forward(mixer, *args, **kwargs):
-    from delphi.mamba.mixer import mixer_class
-
     return mixer_class().forward(mixer, *args, **kwargs)
 
 
 @functools.cache
 def _plugged_forward(path: str) -> tuple[Callable | None, str | None]:
     """(transformers' MambaMixer.forward running the `path` scan, None), or (None, why it cannot be made)."""
-    from delphi.mamba.mixer import IncompatibleForward, forward_with_scan
-
     scan = scan_function(path)
 
     def run_scan(*args, use_mambapy=None, use_associative_scan=None, **kwargs):  # transformers-only options

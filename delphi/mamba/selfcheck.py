@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from delphi.mamba.chunked import chunked_selective_scan
+
 # Relative (norm-wise) difference from the chunked scan allowed for the output and every gradient:
 # both run in float32 inside, so fp32 agrees to ~1e-7 and 16-bit inputs to their own rounding (~4e-3);
 # a wrong kernel is off by order 1.
@@ -44,8 +46,6 @@ def _triton_scan(*args, **kwargs):
 
 def check_scan(scan, device: torch.device, dtype: torch.dtype, state_size: int) -> str | None:
     """Compare `scan` with the chunked scan on a small random problem; None, or what went wrong."""
-    from delphi.mamba.chunked import chunked_selective_scan
-
     with torch.inference_mode(False):
         inputs = _problem(device, dtype, state_size)
     want = _run(chunked_selective_scan, inputs)

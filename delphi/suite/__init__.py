@@ -23,7 +23,9 @@ from delphi.errors import DelphiError
 from delphi.run_status import RUNNING, run_status
 from delphi.suite.check import check_runs
 from delphi.suite.launch import OK, log_path, log_tail
+from delphi.suite.local import check_layout, cpu_cores, plan_layout, run_local
 from delphi.suite.plan import SuiteRun, plan_suite
+from delphi.suite.slurm import make_executor, run_submitit
 from delphi.suite.status import format_status, status_rows
 
 __all__ = ["SuiteResult", "SuiteRun", "format_failures", "plan_suite", "run_suite", "suite_status"]
@@ -82,8 +84,6 @@ def run_suite(
     if jobs is not None and jobs < 1:
         raise DelphiError(f"--jobs {jobs} must be at least 1")
     if executor == "local":  # the flags first, whatever is left to train
-        from delphi.suite.local import check_layout
-
         check_layout(
             jobs=jobs, devices=devices, runs_per_device=runs_per_device, devices_per_run=devices_per_run
         )
@@ -138,8 +138,6 @@ def run_suite(
             echo(line)
 
     if executor == "local":
-        from delphi.suite.local import plan_layout, run_local
-
         layout = plan_layout(
             len(todo),
             jobs=jobs,
@@ -150,8 +148,6 @@ def run_suite(
         echo(f"suite: {layout.description}")
         outcomes = run_local(todo, layout, report=report)
     else:
-        from delphi.suite.slurm import make_executor, run_submitit
-
         ex = make_executor(
             executor,
             folder=Path(submitit_dir) / "%j",
@@ -163,8 +159,6 @@ def run_suite(
             slurm_args=slurm_args,
         )
         if executor == "submitit-local" and cpus_per_job is None:  # its jobs all start at once, here
-            from delphi.suite.local import cpu_cores
-
             cpus_per_job = max(1, cpu_cores() // min(jobs or len(todo), len(todo)))
         echo(f"suite: {len(todo)} job(s) to {executor} (logs of the jobs themselves in {submitit_dir})")
         outcomes = run_submitit(todo, ex, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, report=report)

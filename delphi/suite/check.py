@@ -10,14 +10,13 @@ the data's token ids, ...) can still fail only when the run starts: that run fai
 from __future__ import annotations
 
 from delphi.errors import DelphiError
+from delphi.recipe import load_recipe, recipe_problems
 from delphi.suite.plan import SuiteRun
 
 
 def run_problems(run: SuiteRun, *, processes: int, resumes: bool) -> list[str]:
     """Problems of one run (delphi.recipe.recipe_problems), each naming the run; `resumes`: it continues
     from its own checkpoint, so its `resume:` setting is not read."""
-    from delphi.recipe import load_recipe, recipe_problems
-
     recipe = load_recipe([run.recipe_file], list(run.overrides))
     problems = recipe_problems(recipe, world_size=processes, resumes=resumes)
     return [f"{run.name} ({run.recipe_file}): {problem}" for problem in problems]

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from delphi.provenance import scrub_argv
 from delphi.run_status import ATTEMPT_NAME, FAILED
 from delphi.suite.plan import SuiteRun
 
@@ -108,8 +109,6 @@ def launch(
     The child starts a new session so a terminal's Ctrl-C reaches only the suite, which then stops
     every child itself (see delphi.suite.local.stop); `on_start` hands the process to the caller for that.
     """
-    from delphi.provenance import scrub_argv
-
     out_dir = Path(cwd or ".") / run.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     command = run_command(run, processes)

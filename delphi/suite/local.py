@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from delphi.errors import DelphiError
 from delphi.run_status import FAILED
-from delphi.suite.launch import launch
+from delphi.suite.launch import launch, stop_process_group
 from delphi.suite.plan import SuiteRun
 
 
@@ -186,8 +186,6 @@ def run_local(
                     live[run.name] = proc
                 report(run, "started", {"slot": slot, "pid": proc.pid})
                 if stop.is_set():  # Ctrl-C came while this one was starting
-                    from delphi.suite.launch import stop_process_group
-
                     stop_process_group(proc, grace)
 
             begin = time.monotonic()
@@ -245,8 +243,6 @@ def _raise_interrupt(signum, frame) -> None:
 
 
 def _stop_all(live: dict[str, subprocess.Popen], lock: threading.Lock, grace: float) -> None:
-    from delphi.suite.launch import stop_process_group
-
     with lock:
         procs = list(live.values())
     if procs:

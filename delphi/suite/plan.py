@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from delphi.errors import DelphiError
+from delphi.recipe import load_recipe
+from delphi.validate import recipe_files
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,6 @@ def plan_suite(
     validated here, so a broken one stops the suite before anything trains; two runs that would
     share an out_dir are refused.
     """
-    from delphi.recipe import load_recipe
-    from delphi.validate import recipe_files
-
     files = recipe_files(paths)
     if seeds is not None:
         if not seeds:

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from delphi.errors import DelphiError
+from delphi.run_status import run_status
+from delphi.suite.launch import launch, stop_process_group
+from delphi.suite.local import cpu_cores
 from delphi.suite.plan import SuiteRun
 
 EXTRA = "slurm"  # the pyproject extra that brings submitit
@@ -47,10 +50,6 @@ class SuiteJob:
         self.__dict__.update(state, _proc=None)
 
     def __call__(self) -> tuple[int, str]:
-        from delphi.run_status import run_status
-        from delphi.suite.launch import launch
-        from delphi.suite.local import cpu_cores
-
         # a handled SIGINT is reset by exec: the child turns the SIGINT that stops it into a clean exit,
         # even where this job inherited SIGINT as ignored
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -76,8 +75,6 @@ class SuiteJob:
         """submitit calls this on preemption/timeout: stop the child (its checkpoints are atomic) and
         requeue the same job; `delphi train` resumes from the newest checkpoint."""
         import submitit
-
-        from delphi.suite.launch import stop_process_group
 
         if self._proc is not None:  # (runs in a signal handler: stop_process_group never blocks on wait)
             stop_process_group(self._proc, grace=20.0)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from delphi.layout import parse_step
+from delphi.models import build_model, count_parameters
+from delphi.recipe import load_recipe
 from delphi.run_status import run_status
 from delphi.suite.plan import SuiteRun
 
@@ -16,9 +19,6 @@ def _parameters(run: SuiteRun, context: dict | None, cache: dict) -> int | None:
         return context["parameters"]
     key = (run.recipe_file, run.overrides)
     if key not in cache:
-        from delphi.models import build_model, count_parameters
-        from delphi.recipe import load_recipe
-
         try:
             model = build_model(load_recipe([run.recipe_file], list(run.overrides)).model, device="meta")
             cache[key] = count_parameters(model)[0]
@@ -30,8 +30,6 @@ def _parameters(run: SuiteRun, context: dict | None, cache: dict) -> int | None:
 def hub_branches(repo: str) -> int | None:
     """How many `step{N}` branches `repo` has on the hub; None when it cannot be asked."""
     from huggingface_hub import HfApi
-
-    from delphi.layout import parse_step
 
     try:
         refs = HfApi().list_repo_refs(repo)

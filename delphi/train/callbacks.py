@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from delphi import signals
 from delphi.layout import checkpoint_dir, is_complete, trainer_checkpoint_dir
+from delphi.train.checkpoints import finalize_checkpoint
 
 logger = logging.getLogger("delphi.train")
 
@@ -58,8 +59,6 @@ class CheckpointFinalizer(TrainerCallback):
         self.trainer = trainer
 
     def on_save(self, args, state, control, **kwargs):
-        from delphi.train.checkpoints import finalize_checkpoint
-
         trainer = self.trainer
         started = time.perf_counter()
         trainer.accelerator.wait_for_everyone()
