@@ -373,3 +373,23 @@ def test_to_dict_round_trips_through_yaml(tmp_path):
     assert isinstance(again, Recipe) and again.name == "llama2-100k"
     assert "{name}" not in recipe.dump_yaml()
     assert yaml.safe_load(recipe.dump_yaml())["training"]["learning_rate"] == 1e-3
+
+
+def test_a_users_module_is_found_the_same_way_for_callbacks_and_batch_stats(tmp_path, monkeypatch):
+    from delphi.recipe.usercode import import_callback, import_function
+
+    recipes, work = tmp_path / "recipes", tmp_path / "work"
+    recipes.mkdir()
+    work.mkdir()
+    code = "from transformers import TrainerCallback\n\nclass Note(TrainerCallback):\n    pass\n\n"
+    code += "def stat(step, tokens):\n    return step\n"
+    (recipes / "usermod_beside_recipe.py").write_text(code)
+    monkeypatch.chdir(work)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))  # the module's folder is added to it
+    for spec in ("usermod_beside_recipe.py", "usermod_beside_recipe"):
+        assert import_callback(f"{spec}:Note", [recipes]).__name__ == "Note"
+        assert import_function(f"{spec}:stat", [recipes])(3, None) == 3
+    with pytest.raises(DelphiError, match=rf"no module named 'nowhere_mod' \(looked in {work}, {recipes}"):
+        import_callback("nowhere_mod:Note", [recipes])
+    with pytest.raises(DelphiError, match="is not a transformers.TrainerCallback subclass"):
+        import_callback("usermod_beside_recipe:stat", [recipes])
