@@ -3,7 +3,9 @@
 GPT-2-style byte-level BPE is reversible (`decode(encode(text)) == text` for any text), so a
 narrow corpus gets a small vocabulary without unknown tokens. The special tokens sit at fixed
 ids so every model of a suite agrees on them: `<bos>` 0, `<eos>` 1, `<pad>` 2.
-Encoding adds no special tokens: the dataset step places `<bos>`/`<eos>` itself.
+Encoding adds no special tokens: the dataset step places `<bos>`/`<eos>` itself. Documents are text,
+so the literal string `<eos>` in a story is encoded as the bytes `<`, `e`, ... and never as the special
+token (`split_special_tokens`, saved in `tokenizer_config.json`, so plain `AutoTokenizer` does the same).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def build_tokenizer(text_batches, vocab_size: int, *, show_progress: bool = True
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
+    core.encode_special_tokens = True  # a literal `<eos>` in the corpus is text while training, too
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
@@ -63,6 +66,8 @@ def build_tokenizer(text_batches, vocab_size: int, *, show_progress: bool = True
         pad_token="<pad>",
         # the default (True) strips spaces before punctuation on decode: not reversible for BPE
         clean_up_tokenization_spaces=False,
+        # documents are text: `<eos>` written in a story is not the end of a document
+        split_special_tokens=True,
     )
 
 
@@ -131,7 +136,10 @@ TOKENIZER_FILE_NAMES = frozenset(
 
 
 def load_tokenizer(name_or_path: str | Path, *, revision: str | None = None):
-    """Load a tokenizer from a directory or hub id and check it has the specials delphi relies on."""
+    """Load a tokenizer from a directory or hub id and check it has the specials delphi relies on.
+
+    It encodes text as text (`split_special_tokens`), also when it was saved before delphi said so.
+    """
     from transformers import AutoTokenizer
 
     from delphi.inputs import check_local_or_hub
@@ -145,7 +153,9 @@ def load_tokenizer(name_or_path: str | Path, *, revision: str | None = None):
                 "expected the --out-dir of `delphi tokenizer`, a run's step folder, or a hub id"
             )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(name_or_path), revision=revision, split_special_tokens=True
+        )
     except (OSError, ValueError) as e:
         text = " ".join(str(e).split())  # transformers' messages span several lines
         raise DelphiError(f"could not load tokenizer {str(name_or_path)!r}: {text}") from e

@@ -535,3 +535,41 @@ def test_null_documents_count_as_empty(tokenizer_dir, tmp_path):
         )
     assert shard_rows(tmp_path / "out-a", "train") == shard_rows(tmp_path / "out-b", "train")
     assert os.path.exists(tmp_path / "out-a" / "README.md")
+
+
+def stream_of(rows):
+    """The token stream back from sequences: each sequence after the first repeats one stream token."""
+    return [t for k, row in enumerate(rows) for t in row[1 if k == 0 else 2 :]]
+
+
+def test_literal_special_strings_in_documents_are_text(tokenizer_dir, tmp_path):
+    """Only delphi places <bos>/<eos>: a story that says `<eos>` is not two documents."""
+    from transformers import AutoTokenizer
+
+    from delphi.cli import main
+
+    texts = [
+        "The sign said <eos> and <bos> in big letters.",
+        "Tom wrote <pad> on the box.",
+        "<eos>",
+        "Then <bos><eos><pad> was all it said.",
+    ]
+    write_texts(tmp_path / "in" / "train.parquet", texts)
+    # through the command with a saved tokenizer, and with a loaded one that would split on specials
+    main(["dataset", "-i", str(tmp_path / "in" / "train.parquet"), "-f", "story", "-t", str(tokenizer_dir),
+          "-l", "8", "--out-dir", str(tmp_path / "cli")])  # fmt: skip
+    loaded = AutoTokenizer.from_pretrained(tokenizer_dir, split_special_tokens=False)
+    assert 1 in loaded(texts[2], add_special_tokens=False)["input_ids"]  # what this guards against
+    tokenize_dataset(str(tmp_path / "in" / "train.parquet"), feature="story", splits=["train"],
+                     tokenizer=loaded, seq_len=8, out_dir=tmp_path / "loaded")  # fmt: skip
+    documents = loaded(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert [loaded.decode(ids) for ids in documents] == texts  # decoding gives the text back
+    assert all(not {BOS, EOS, 2} & set(ids) for ids in documents)
+    expected = [t for ids in documents for t in ids + [EOS]]
+    for out in ("cli", "loaded"):
+        rows = shard_rows(tmp_path / out, "train")
+        assert [row[0] for row in rows] == [BOS] * len(rows) and all(BOS not in row[1:] for row in rows)
+        meta = json.loads((tmp_path / out / "delphi_dataset.json").read_text())["splits"]["train"]
+        assert meta["tokens"] == len(expected) and meta["documents"] == len(texts)
+        stream = stream_of(rows)
+        assert stream == expected[: len(stream)] and len(stream) + meta["dropped_tokens"] == len(expected)
