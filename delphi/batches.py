@@ -490,7 +490,7 @@ def run_cli(args) -> None:
         function = import_function(args.stat, [recipe_dir] if recipe_dir else [])
     tokenizer = None
     if args.decode:
-        from delphi.tokenizer import load_tokenizer
+        from delphi.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(recipe.tokenizer)
     plan, dataset = load_plan(recipe, recipe_dir)

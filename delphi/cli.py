@@ -18,7 +18,7 @@ DEVICE_HELP = "torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda when ava
 
 
 def _corpus(args: argparse.Namespace) -> None:
-    from delphi.stories import write_corpus
+    from delphi.data.stories import write_corpus
 
     info = write_corpus(
         args.out_dir,
@@ -32,7 +32,7 @@ def _corpus(args: argparse.Namespace) -> None:
 
 
 def _tokenizer(args: argparse.Namespace) -> None:
-    from delphi.tokenizer import train_tokenizer
+    from delphi.data.tokenizer import train_tokenizer
 
     out = train_tokenizer(
         args.in_dataset,
@@ -47,7 +47,7 @@ def _tokenizer(args: argparse.Namespace) -> None:
 
 
 def _dataset(args: argparse.Namespace) -> None:
-    from delphi.sequences import tokenize_dataset
+    from delphi.data.sequences import tokenize_dataset
 
     out = tokenize_dataset(
         args.in_dataset,

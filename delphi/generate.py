@@ -63,7 +63,7 @@ def generate(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from delphi.tokenizer import load_tokenizer
+    from delphi.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(where, revision=revision)
     try:

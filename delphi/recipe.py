@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 import yaml
 
+from delphi.data.sequences import MIN_SEQ_LEN
 from delphi.errors import DelphiError
 from delphi.mamba.choices import SCAN_PATHS
 from delphi.models import config_problems, did_you_mean
-from delphi.sequences import MIN_SEQ_LEN
 from delphi.train.checkpoints import KEEP_OPTIMIZER
 from delphi.train.decay import WEIGHT_DECAY_PARAMS
 from delphi.train.sampler import DATA_ORDERS

@@ -116,7 +116,7 @@ def write_run_recipe(folder: Path, stories_data: Path, **overrides) -> Path:
 
 @pytest.mark.slow
 def test_plan_tokens_and_text_from_a_recipe(stories_data, tmp_path):
-    from delphi.tokenizer import load_tokenizer
+    from delphi.data.tokenizer import load_tokenizer
     from delphi.train.data import load_token_split
 
     recipe, recipe_dir = load_source_recipe(write_run_recipe(tmp_path, stories_data))
@@ -151,7 +151,7 @@ def run_batches(*args, cwd=REPO) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_cli_parquet_table_sequence_and_stat(stories_data, tmp_path):
-    from delphi.tokenizer import load_tokenizer
+    from delphi.data.tokenizer import load_tokenizer
     from delphi.train.data import load_token_split
 
     recipe = write_run_recipe(tmp_path, stories_data)

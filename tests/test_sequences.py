@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from delphi.data.sequences import make_sequences, tokenize_dataset
 from delphi.errors import DelphiError
-from delphi.sequences import make_sequences, tokenize_dataset
 
 BOS, EOS = 0, 1
 
@@ -46,9 +46,9 @@ def write_texts(path, texts, column="story"):
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    """A real byte-level BPE made by delphi.tokenizer, trained on the embedded stories."""
-    from delphi.stories import generate_stories
-    from delphi.tokenizer import build_tokenizer
+    """A real byte-level BPE made by delphi.data.tokenizer, trained on the embedded stories."""
+    from delphi.data.stories import generate_stories
+    from delphi.data.tokenizer import build_tokenizer
 
     out = tmp_path_factory.mktemp("tokenizer")
     build_tokenizer([generate_stories(300, seed=1)], 600, show_progress=False).save_pretrained(out)
@@ -65,7 +65,7 @@ def tokenizer(tokenizer_dir):
 @pytest.fixture(scope="module")
 def story_texts():
     """Real sentences with the awkward cases: empty documents and documents of many sequences."""
-    from delphi.stories import generate_stories
+    from delphi.data.stories import generate_stories
 
     stories = generate_stories(120, seed=3)
     texts = stories[:40] + ["", ""] + stories[40:80] + [" ".join(stories[80:95]), ""] + stories[95:]
@@ -299,7 +299,7 @@ def test_hub_layout_loads_any_split_name(tokenizer_dir, tmp_path):
     """The folder pushed to the hub: shards under data/, a card whose configs name every split's shards."""
     import datasets
 
-    from delphi.sequences import _stage_for_hub
+    from delphi.data.sequences import _stage_for_hub
 
     write_texts(tmp_path / "in" / "holdout.parquet", ["Once upon a time."] * 30)  # one file: any split name
     tokenize_dataset(
@@ -345,7 +345,7 @@ def test_split_too_short_for_one_sequence_is_refused(tokenizer_dir, tmp_path):
 def test_tinystories_validation_matches_reference(tinystories, tmp_path):
     from transformers import AutoTokenizer
 
-    from delphi.tokenizer import build_tokenizer
+    from delphi.data.tokenizer import build_tokenizer
 
     tok_dir = tmp_path / "tok"
     train = pq.read_table(tinystories / "train-00000.parquet").column("story").to_pylist()[:2000]

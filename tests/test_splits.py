@@ -1,8 +1,8 @@
 import pytest
 
+from delphi.data.splits import load_split, require_text_feature, split_name
 from delphi.errors import DelphiError
 from delphi.inputs import is_hub_id
-from delphi.splits import load_split, require_text_feature, split_name
 
 
 def test_split_name_strips_slicing():

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from delphi.data.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, train_tokenizer
 from delphi.errors import DelphiError
-from delphi.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, train_tokenizer
 
 
 @pytest.fixture(scope="module")

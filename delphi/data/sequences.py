@@ -84,7 +84,7 @@ def tokenize_dataset(
     Returns `{"location", "seq_len", "splits": {name: {"documents", "tokens", "dropped_tokens",
     "sequences", "files"}}}`, where `tokens` counts the stream (document tokens plus one `<eos>` each).
     """
-    from delphi.splits import load_split, require_text_feature
+    from delphi.data.splits import load_split, require_text_feature
 
     _check_seq_len(seq_len)
     for name, value in (("batch size", batch_size), ("chunk size", chunk_size)):
@@ -160,7 +160,7 @@ def _check_seq_len(seq_len: int) -> None:
 
 def _split_names(splits: list[str]) -> list[str]:
     """File-name form of each split (`train[:10%]` -> `train`); two specs may not share a name."""
-    from delphi.splits import split_name
+    from delphi.data.splits import split_name
 
     if isinstance(splits, str) or not splits:
         raise DelphiError(f"splits must be a non-empty list of split names, e.g. ['train'], got {splits!r}")
@@ -196,7 +196,7 @@ def _check_out_dir(out_path: Path, in_dataset, overwrite: bool) -> list[Path]:
 
 def _load_tokenizer(tokenizer):
     """A loaded tokenizer (loading it from a directory or hub id) that has `<bos>` and `<eos>`."""
-    from delphi.tokenizer import load_tokenizer, require_specials
+    from delphi.data.tokenizer import load_tokenizer, require_specials
 
     if isinstance(tokenizer, str | os.PathLike):
         return load_tokenizer(tokenizer)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 from delphi import __version__, atomic
 from delphi.errors import DelphiError
 
-log = logging.getLogger("delphi.stories")
+log = logging.getLogger("delphi.data.stories")
 
 SPLITS = ("train", "validation")
 FEATURE = "story"
@@ -1028,7 +1028,7 @@ def _paragraphs(rng: random.Random, beats: Beats) -> str:
 
 def _split_rng(seed: int, split: str) -> random.Random:
     """An independent stream per (seed, split): validation is never a prefix or copy of train."""
-    return random.Random(f"delphi.stories:{seed}:{split}")
+    return random.Random(f"delphi.stories:{seed}:{split}")  # the corpus identity: never renamed
 
 
 def generate_stories(n: int, seed: int = 0, split: str = "train") -> list[str]:
@@ -1078,7 +1078,7 @@ pretty_name: delphi synthetic stories
 # delphi synthetic stories
 
 Short, simple English stories in the spirit of TinyStories, made by delphi's own template
-generator (`delphi.stories`), so the demo pipeline (tokenizer, tokenized dataset, a tiny LM) runs
+generator (`delphi.data.stories`), so the demo pipeline (tokenizer, tokenized dataset, a tiny LM) runs
 offline. Each story has a small plot (a problem, some help, a resolution and a lesson), dialogue in
 quotes and a limited vocabulary. Column: `story`.
 

@@ -86,7 +86,7 @@ def train_tokenizer(
     All checks (output target, vocab size, input, column) happen before training, and the
     output directory appears only once the tokenizer is completely written.
     """
-    from delphi.splits import load_split, require_text_feature
+    from delphi.data.splits import load_split, require_text_feature
 
     if out_dir is None and out_repo is None:
         raise DelphiError("no output given: pass --out-dir, --out-repo, or both")

@@ -272,9 +272,9 @@ def logprobs_for_checkpoints(
     Returns {branch: {"status": "computed" | "skipped", "location": ..., **counts}}. Checkpoints whose
     result already exists (locally and, with `out_repo`, on the hub) are skipped.
     """
+    from delphi.data.splits import load_split, split_name
     from delphi.devices import resolve_device
     from delphi.hub.client import ensure_repo
-    from delphi.splits import load_split, split_name
 
     if out_dir is None and out_repo is None:
         raise DelphiError("nowhere to write: give --out-dir, --out-repo or both")
@@ -337,7 +337,7 @@ def logprobs_for_checkpoints(
 
 def load_logprobs(location: str | os.PathLike, branch: str, split: str = "validation"):
     """The logprobs dataset of one checkpoint, from an `--out-dir` or a `--out-repo` (hub dataset)."""
-    from delphi.splits import load_split
+    from delphi.data.splits import load_split
 
     path = Path(location)
     if path.exists():

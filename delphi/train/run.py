@@ -86,9 +86,9 @@ class _PreparedRun:
 
 def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     """Build and check everything that can fail before the first optimizer step."""
+    from delphi.data.tokenizer import load_tokenizer
     from delphi.hub.publish import check_hub
     from delphi.models import build_config, build_model, check_vocab, count_parameters
-    from delphi.tokenizer import load_tokenizer
     from delphi.train.callbacks import RecipeToWandb
     from delphi.train.distributed import check_parallelism
     from delphi.train.loss import use_fused_loss

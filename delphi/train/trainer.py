@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
+from delphi.data.sequences import MIN_SEQ_LEN
 from delphi.errors import DelphiError
 from delphi.layout import (
     CONFIG_FILE,
@@ -47,7 +48,6 @@ from delphi.layout import (
     latest_resumable,
     read_checkpoint_meta,
 )
-from delphi.sequences import MIN_SEQ_LEN
 from delphi.train.callbacks import CheckpointFinalizer, ScheduleCallback
 from delphi.train.checkpoints import KEEP_OPTIMIZER, remove_unfinished_saves
 from delphi.train.data import as_model_inputs, collate_sequences
