@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from delphi import atomic
 from delphi.errors import DelphiError
 
 RECIPE_FILE = "recipe.yaml"
@@ -210,7 +211,7 @@ def load_source_recipe(source: str | os.PathLike, overrides: list[str] | tuple[s
         return load_recipe([found], overrides), recipe_dir
     with tempfile.TemporaryDirectory(prefix="delphi-batches-") as folder:
         path = Path(folder) / RECIPE_FILE
-        path.write_text(found, encoding="utf-8")
+        atomic.write_text(path, found)
         return load_recipe([path], overrides), None
 
 
@@ -379,42 +380,6 @@ def row_batches(
         yield pa.RecordBatch.from_pydict(columns)
 
 
-def write_parquet(batches: Iterator, path: str | os.PathLike) -> tuple[Path, int]:
-    """Write the record batches to `path` atomically (a temp file renamed into place); returns (path, rows)."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    rows = 0
-    writer = None
-    try:
-        for batch in batches:
-            if writer is None:
-                writer = pq.ParquetWriter(temp, batch.schema)
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    os.replace(temp, path)
-    return path, rows
-
-
-def write_lines(lines: Iterator[str], path: str | os.PathLike) -> tuple[Path, int]:
-    """Write text lines to `path` atomically; returns (path, lines written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    count = 0
-    with open(temp, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
-            count += 1
-    os.replace(temp, path)
-    return path, count
-
-
 def format_rows(batches: Iterator, *, max_tokens: int = 12, max_text: int = 100) -> Iterator[str]:
     """A readable table of the rows (tokens and text shortened; `--out` keeps them whole)."""
     yield "step\tposition\tindex\t" + "tokens / text"
@@ -500,8 +465,9 @@ def run_cli(args) -> None:
         steps = parse_steps(args.steps or "all", plan.total_steps)
         lines = step_stats(plan, dataset, steps, function, args.stat.rpartition(":")[2])
         if args.out:
-            path, count = write_lines(lines, args.out)
-            print(f"{count} step(s) -> {path}")
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            count = atomic.write_lines(args.out, lines)
+            print(f"{count} step(s) -> {args.out}")
         else:
             for line in lines:
                 print(line)
@@ -515,8 +481,9 @@ def run_cli(args) -> None:
         rows = rows_for_steps(plan, parse_steps(args.steps or "all", plan.total_steps))
     batches = row_batches(rows, dataset, tokens=not args.no_tokens, tokenizer=tokenizer)
     if args.out:
-        path, count = write_parquet(batches, args.out)
-        print(f"{count} row(s) -> {path}")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        count = atomic.write_parquet(args.out, batches)
+        print(f"{count} row(s) -> {args.out}")
     else:
         for line in format_rows(batches):
             print(line)

@@ -11,10 +11,10 @@ token (`split_special_tokens`, saved in `tokenizer_config.json`, so plain `AutoT
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
+from delphi.atomic import OutputFolder
 from delphi.errors import DelphiError
 
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
@@ -92,9 +92,9 @@ def train_tokenizer(
         raise DelphiError("no output given: pass --out-dir, --out-repo, or both")
     if vocab_size < MIN_VOCAB_SIZE:
         build_tokenizer(iter(()), vocab_size)  # raises the explanatory error
-    out_path = Path(out_dir) if out_dir is not None else None
-    if out_path is not None:
-        _check_out_dir(out_path, overwrite)
+    out = None
+    if out_dir is not None:
+        out = OutputFolder.claim(out_dir, finds=_tokenizer_files, what="a tokenizer", overwrite=overwrite)
     if out_repo is not None:
         from delphi.hub.client import ensure_repo
 
@@ -113,9 +113,7 @@ def train_tokenizer(
             vocab_size,
         )
 
-    with tempfile.TemporaryDirectory(
-        dir=out_path.parent if out_path is not None else None, prefix=".tokenizer-"
-    ) as tmp:
+    with out.staging() if out is not None else tempfile.TemporaryDirectory(prefix="delphi-tokenizer-") as tmp:
         tokenizer.save_pretrained(tmp)
         location = None
         if out_repo is not None:
@@ -123,10 +121,10 @@ def train_tokenizer(
 
             upload_dir(tmp, out_repo, commit_message=f"Tokenizer: byte-level BPE, vocab {len(tokenizer)}")
             location = f"hub repo {out_repo}"
-        if out_path is not None:
-            _install(Path(tmp), out_path)
-            location = str(out_path) if location is None else f"{out_path} and {location}"
-    return {"vocab_size": len(tokenizer), "location": location, "out_dir": out_path}
+        if out is not None:
+            out.install(Path(tmp))
+            location = str(out.path) if location is None else f"{out.path} and {location}"
+    return {"vocab_size": len(tokenizer), "location": location, "out_dir": out.path if out else None}
 
 
 # the files any tokenizer transformers can load from a folder has at least one of
@@ -173,30 +171,5 @@ def require_specials(tokenizer) -> None:
             )
 
 
-def _check_out_dir(out_path: Path, overwrite: bool) -> None:
-    from delphi.inputs import check_output_dir
-
-    check_output_dir(out_path)
-    existing = [f for f in _TOKENIZER_FILES if (out_path / f).exists()]
-    if existing and not overwrite:
-        raise DelphiError(
-            f"--out-dir {str(out_path)!r} already holds a tokenizer ({', '.join(existing)}); "
-            "pass --overwrite to replace it"
-        )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _install(tmp: Path, out_path: Path) -> None:
-    """Move a completely written tokenizer into `out_path`, replacing only tokenizer files."""
-    from delphi import atomic
-
-    if not out_path.exists():
-        staged = out_path.with_name(f".{out_path.name}.partial")
-        shutil.rmtree(staged, ignore_errors=True)
-        shutil.copytree(tmp, staged)
-        atomic.replace_dir(staged, out_path)
-        return
-    for f in _TOKENIZER_FILES:
-        (out_path / f).unlink(missing_ok=True)
-    for f in tmp.iterdir():
-        atomic.write_atomically(out_path / f.name, lambda temp, f=f: shutil.copy2(f, temp))
+def _tokenizer_files(folder: Path) -> list[Path]:
+    return [folder / f for f in _TOKENIZER_FILES if (folder / f).exists()]

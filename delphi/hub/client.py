@@ -106,16 +106,6 @@ def _unreachable(url: str) -> str | None:
     return None
 
 
-def link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link `source` to `target` (instant, no extra disk), or copy it where links are not possible."""
-    try:
-        os.link(source, target)
-    except OSError:
-        import shutil
-
-        shutil.copy2(source, target)
-
-
 def ensure_repo(
     repo_id: str, *, repo_type: str = "model", private: bool = False, advice: str = PUBLISH_LATER
 ) -> str:

@@ -39,6 +39,8 @@ from delphi.layout import (
     CONFIG_FILE,
     LOCK_FILE,
     RECIPE_FILE,
+    REPLACED_COMMITTED,
+    REPLACED_COMPLETE,
     REPLACED_DIR,
     WEIGHTS_FILE,
     has_resume_state,
@@ -231,7 +233,7 @@ def check_resume_path(text: str) -> Path:
 #   `.committed`             the new run has a checkpoint: delete the old run
 # SIGINT and SIGTERM are held back while entries move, so only SIGKILL can stop a move half-way.
 
-_COMPLETE, _COMMITTED = ".complete", ".committed"
+_COMPLETE, _COMMITTED = REPLACED_COMPLETE, REPLACED_COMMITTED
 
 
 def _entries(out_dir: Path, keep: tuple[Path, ...]) -> list[Path]:

@@ -17,7 +17,15 @@ import os
 from pathlib import Path
 
 from delphi.errors import DelphiError
-from delphi.layout import RECIPE_FILE, REPLACED_DIR, RUN_CONTEXT_FILE, list_checkpoints, read_checkpoint_meta
+from delphi.layout import (
+    HUB_RESUME_DIR,
+    LOCK_FILE,
+    RECIPE_FILE,
+    REPLACED_DIR,
+    RUN_CONTEXT_FILE,
+    list_checkpoints,
+    read_checkpoint_meta,
+)
 from delphi.recipe import Recipe
 from delphi.train.distributed import agree, end_processes, is_main_process, world_size
 
@@ -391,7 +399,7 @@ def _remove_if_only_leftovers(out_dir: Path) -> None:
 
     if not out_dir.is_dir():
         return
-    leftovers = {".hub-resume", ".delphi.lock"}
+    leftovers = {HUB_RESUME_DIR, LOCK_FILE}
     if all(p.name in leftovers for p in out_dir.iterdir()):
         shutil.rmtree(out_dir, ignore_errors=True)
 
