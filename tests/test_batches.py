@@ -16,17 +16,16 @@ import pytest
 import yaml
 from transformers import TrainerCallback
 
-from delphi.batches import (
+from delphi.errors import DelphiError
+from delphi.evaluate.batches import (
     import_function,
     load_plan,
     load_source_recipe,
     parse_steps,
     read_tokens,
     rows_for_steps,
-    sequence_steps,
-    step_indices,
 )
-from delphi.errors import DelphiError
+from delphi.train.order import sequence_steps, step_indices
 from delphi.train.sampler import DeterministicEpochSampler
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,16 +1,10 @@
 """What every optimizer step of a run trained on, recomputed from the recipe and the tokenized data alone.
 
-The data order is a pure function of (number of training sequences n, data seed, epoch, global batch B,
-order) (`delphi.train.sampler`), so nothing here trains or loads a model:
-
-- an epoch has `n // B` optimizer steps (the final partial batch is dropped);
-- global step g (1-based, as in Trainer's logs and delphi's `step{g}` checkpoints) is in epoch
-  `(g - 1) // steps_per_epoch` (epochs from 0) and trains on positions `s*B .. (s+1)*B - 1` of that
-  epoch's permutation, where `s = (g - 1) % steps_per_epoch`;
-- a run has `training.max_steps` steps when that is > 0, else `ceil(num_train_epochs * steps_per_epoch)`.
-
-The plain functions (`step_indices`, `sequence_steps`) work on indices only and are vectorized: every
-index of a 10-epoch run over 900k sequences takes seconds. Tokens are read only for the steps asked.
+The data order is a pure function of the train split's size, the data seed, the global batch and the
+order (`delphi.train.order` does the arithmetic), so nothing here trains or loads a model: a run's plan
+comes from its recipe (a run directory, a recipe file, or a hub repo's newest `step{N}` branch), and a
+run has `training.max_steps` steps when that is > 0, else `ceil(num_train_epochs * steps_per_epoch)`.
+Tokens are read only for the steps asked. The command's face is `delphi.batches`.
 """
 
 from __future__ import annotations
@@ -18,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import math
 import os
 import re
 import sys
@@ -31,86 +24,19 @@ import numpy as np
 
 from delphi import atomic
 from delphi.errors import DelphiError
+from delphi.evaluate.sources import list_branches, read_checkpoint_file
+from delphi.inputs import check_local_or_hub
+from delphi.layout import RECIPE_FILE, list_checkpoints
+from delphi.recipe import load_recipe
+from delphi.train.data import load_token_split
+from delphi.train.order import sequence_steps, step_indices, steps_per_epoch
+from delphi.train.sampler import DATA_ORDERS
+from delphi.train.schedule import training_steps
 
-RECIPE_FILE = "recipe.yaml"
 _STEP_CHUNK_ROWS = 1 << 16  # rows (sequences) handled at once when reading tokens or writing parquet
 
 
 # ---------------------------------------------------------------- the pure computation
-
-
-def steps_per_epoch(n: int, batch: int) -> int:
-    """Optimizer steps in one epoch of `n` sequences at global batch `batch` (the partial batch is dropped)."""
-    if batch < 1:
-        raise DelphiError(f"global batch size must be >= 1, got {batch}")
-    if n < batch:
-        raise DelphiError(f"the training set has {n} sequences, fewer than one global batch of {batch}")
-    return n // batch
-
-
-def _check_steps(steps, total_steps: int | None) -> np.ndarray:
-    steps = np.asarray(steps, dtype=np.int64).reshape(-1)
-    if steps.size and steps.min() < 1:
-        raise DelphiError(f"steps are counted from 1; got step {int(steps.min())}")
-    if total_steps is not None and steps.size and steps.max() > total_steps:
-        raise DelphiError(f"step {int(steps.max())} is past the run's last step {total_steps}")
-    return steps
-
-
-def step_indices(
-    n: int, seed: int, batch: int, order: str = "hash", steps=(), *, total_steps: int | None = None
-) -> np.ndarray:
-    """The train-split indices each of `steps` (1-based global steps) trains on: int64 [len(steps), batch].
-
-    Row k, column p is the sequence at position p of step `steps[k]`'s global batch, in the order the
-    sampler yields them (process r of W takes micro-batches r, r+W, ... of it). One permutation is
-    computed per epoch touched.
-    """
-    from delphi.train.sampler import epoch_permutation  # (torch: imported only when used)
-
-    per_epoch = steps_per_epoch(n, batch)
-    steps = _check_steps(steps, total_steps)
-    out = np.empty((steps.size, batch), dtype=np.int64)
-    epochs = (steps - 1) // per_epoch
-    for epoch in np.unique(epochs):
-        rows = np.flatnonzero(epochs == epoch)
-        batches = epoch_permutation(n, seed, int(epoch), order)[: per_epoch * batch].reshape(per_epoch, batch)
-        out[rows] = batches[(steps[rows] - 1) % per_epoch]
-    return out
-
-
-def sequence_steps(
-    n: int, seed: int, batch: int, order: str = "hash", total_steps: int = 0, indices=()
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every (step, position, index) at which the sequences `indices` were trained, over all epochs.
-
-    Returns three int64 arrays sorted by step then position. A sequence appears at most once an epoch
-    (never in an epoch whose dropped tail holds it).
-    """
-    from delphi.train.sampler import epoch_permutation
-
-    per_epoch = steps_per_epoch(n, batch)
-    indices = np.unique(np.asarray(indices, dtype=np.int64).reshape(-1))
-    if indices.size and (indices.min() < 0 or indices.max() >= n):
-        bad = int(indices.min() if indices.min() < 0 else indices.max())
-        raise DelphiError(f"sequence index {bad} is outside the train split (0 .. {n - 1})")
-    found_steps, found_positions, found_indices = [], [], []
-    for epoch in range(math.ceil(total_steps / per_epoch)):
-        permutation = epoch_permutation(n, seed, epoch, order)
-        where = np.empty(n, dtype=np.int64)
-        where[permutation] = np.arange(n, dtype=np.int64)
-        slot = where[indices]  # each index's place in this epoch's order
-        used = slot < per_epoch * batch
-        step = epoch * per_epoch + slot // batch + 1
-        keep = used & (step <= total_steps)
-        found_steps.append(step[keep])
-        found_positions.append(slot[keep] % batch)
-        found_indices.append(indices[keep])
-    if not found_steps:
-        return (np.empty(0, np.int64),) * 3
-    step, position, index = (np.concatenate(x) for x in (found_steps, found_positions, found_indices))
-    by = np.lexsort((position, step))
-    return step[by], position[by], index[by]
 
 
 def parse_steps(spec: str, total_steps: int) -> np.ndarray:
@@ -161,8 +87,6 @@ class BatchPlan:
 
 def total_steps(recipe, steps_per_epoch: int) -> int:
     """The run's optimizer steps, exactly as `delphi train` decides them."""
-    from delphi.train.schedule import training_steps
-
     return training_steps(recipe.training, steps_per_epoch)
 
 
@@ -173,8 +97,6 @@ def find_recipe(source: str | os.PathLike) -> tuple[Path | str, Path | None]:
     A run directory gives its `recipe.yaml` (or, without one, its newest step folder's); a hub repo id
     gives the `recipe.yaml` of its newest `step{N}` branch.
     """
-    from delphi.inputs import check_local_or_hub
-
     source = str(source)
     path = Path(source)
     if path.is_file():
@@ -182,8 +104,6 @@ def find_recipe(source: str | os.PathLike) -> tuple[Path | str, Path | None]:
     if path.is_dir():
         if (path / RECIPE_FILE).is_file():
             return path / RECIPE_FILE, path.resolve()
-        from delphi.layout import list_checkpoints
-
         for _, folder in reversed(list_checkpoints(path)):
             if (folder / RECIPE_FILE).is_file():
                 return folder / RECIPE_FILE, path.resolve()
@@ -192,8 +112,6 @@ def find_recipe(source: str | os.PathLike) -> tuple[Path | str, Path | None]:
             "expected a run directory, a recipe file or a hub repo id"
         )
     check_local_or_hub(source, what="a run directory, a recipe file or a hub repo id", files_ok=True)
-    from delphi.evaluate.sources import list_branches, read_checkpoint_file
-
     branches = list_branches(source)
     if not branches:
         raise DelphiError(f"hub repo {source!r} has no step{{N}} branch holding {RECIPE_FILE}")
@@ -202,8 +120,6 @@ def find_recipe(source: str | os.PathLike) -> tuple[Path | str, Path | None]:
 
 def load_source_recipe(source: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()):
     """(Recipe, its directory or None) of a run directory, recipe file or hub repo, with `--set` overrides."""
-    from delphi.recipe import load_recipe
-
     found, recipe_dir = find_recipe(source)
     # callbacks only matter to training: a saved recipe may name modules this machine does not have
     overrides = [*overrides, "callbacks=[]"]
@@ -218,9 +134,6 @@ def load_source_recipe(source: str | os.PathLike, overrides: list[str] | tuple[s
 def load_plan(recipe, recipe_dir: Path | None = None):
     """(`BatchPlan`, train split) of a recipe: the split (its `data.path`) is memory-mapped, only its
     length is read here."""
-    from delphi.train.data import load_token_split
-    from delphi.train.sampler import DATA_ORDERS
-
     order = getattr(recipe.data, "order", "hash")
     if order not in DATA_ORDERS:
         raise DelphiError(f"data.order {order!r} is not one of {', '.join(DATA_ORDERS)}")
@@ -397,93 +310,3 @@ def format_rows(batches: Iterator, *, max_tokens: int = 12, max_text: int = 100)
             else:
                 shown = ""
             yield f"{data['step'][i]}\t{data['position'][i]}\t{data['index'][i]}\t{shown}"
-
-
-# ---------------------------------------------------------------- the command line face
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument(
-        "source", metavar="RUN_OR_RECIPE", help="run directory, recipe YAML file, or hub model repo id"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe field, as in `delphi train` (e.g. --set data.path=/my/tokens)",
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--steps", help="optimizer steps (1-based): e.g. 1-100, 7, 1-3,50 or all (default all)"
-    )
-    which.add_argument(
-        "--sequence",
-        type=int,
-        nargs="+",
-        metavar="INDEX",
-        help="train-split index of a sequence: list every step (over all epochs) that trained on it",
-    )
-    parser.add_argument(
-        "--decode", action="store_true", help="add the text of each sequence (recipe's tokenizer)"
-    )
-    parser.add_argument(
-        "--no-tokens", action="store_true", help="leave the tokens out: step, position and index only"
-    )
-    parser.add_argument(
-        "--stat",
-        metavar="MODULE:FUNCTION",
-        help="write f(step, tokens[batch, seq_len]) (JSON-able) for each step instead of the rows",
-    )
-    parser.add_argument(
-        "--out", "-o", help="write the rows to a .parquet file (with --stat: a .jsonl file); default: print"
-    )
-
-
-def run_cli(args) -> None:
-    """`delphi batches`: cheap checks first (output name, recipe, --stat import), then the data."""
-    if args.out:
-        suffix = ".jsonl" if args.stat else ".parquet"
-        if Path(args.out).suffix.lower() != suffix:
-            raise DelphiError(f"--out {args.out!r} must end in {suffix}")
-    if args.stat and args.sequence:
-        raise DelphiError("--stat computes one value per step: use it with --steps, not --sequence")
-    recipe, recipe_dir = load_source_recipe(args.source, args.overrides)
-    function = None
-    if args.stat:
-        function = import_function(args.stat, [recipe_dir] if recipe_dir else [])
-    tokenizer = None
-    if args.decode:
-        from delphi.data.tokenizer import load_tokenizer
-
-        tokenizer = load_tokenizer(recipe.tokenizer)
-    plan, dataset = load_plan(recipe, recipe_dir)
-    print(describe(plan), file=sys.stderr)
-
-    if function is not None:
-        steps = parse_steps(args.steps or "all", plan.total_steps)
-        lines = step_stats(plan, dataset, steps, function, args.stat.rpartition(":")[2])
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            count = atomic.write_lines(args.out, lines)
-            print(f"{count} step(s) -> {args.out}")
-        else:
-            for line in lines:
-                print(line)
-        return
-    if args.sequence:
-        rows = plan.sequence_steps(args.sequence)
-        unseen = sorted(set(args.sequence) - set(rows[2].tolist()))
-        if unseen:
-            print(f"never trained on in the run's {plan.total_steps} steps: {unseen}", file=sys.stderr)
-    else:
-        rows = rows_for_steps(plan, parse_steps(args.steps or "all", plan.total_steps))
-    batches = row_batches(rows, dataset, tokens=not args.no_tokens, tokenizer=tokenizer)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        count = atomic.write_parquet(args.out, batches)
-        print(f"{count} row(s) -> {args.out}")
-    else:
-        for line in format_rows(batches):
-            print(line)
