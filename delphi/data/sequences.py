@@ -29,8 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from delphi import __version__
 from delphi.atomic import OutputFolder, link_or_copy, write_text
+from delphi.data.splits import load_split, require_text_feature, split_name
+from delphi.data.tokenizer import load_tokenizer, require_specials
 from delphi.errors import DelphiError
+from delphi.hub.client import ensure_repo, upload_dir
 from delphi.inputs import check_output_dir
 
 MIN_SEQ_LEN = 3
@@ -84,8 +88,6 @@ def tokenize_dataset(
     Returns `{"location", "seq_len", "splits": {name: {"documents", "tokens", "dropped_tokens",
     "sequences", "files"}}}`, where `tokens` counts the stream (document tokens plus one `<eos>` each).
     """
-    from delphi.data.splits import load_split, require_text_feature
-
     _check_seq_len(seq_len)
     for name, value in (("batch size", batch_size), ("chunk size", chunk_size)):
         if value < 1:
@@ -101,8 +103,6 @@ def tokenize_dataset(
         require_text_feature(ds, feature, str(in_dataset))
         datasets_by_split[name] = ds
     if out_repo is not None:
-        from delphi.hub.client import ensure_repo
-
         ensure_repo(out_repo, repo_type="dataset")
 
     with out.staging() if out is not None else tempfile.TemporaryDirectory(prefix="delphi-dataset-") as tmp:
@@ -135,7 +135,7 @@ def _metadata(in_dataset, feature: str, splits: list[str], tokenizer, seq_len: i
         "eos_token_id": tokenizer.eos_token_id,
         "seq_len": seq_len,
         "splits": stats,
-        "delphi_version": _delphi_version(),
+        "delphi_version": __version__,
     }
 
 
@@ -150,8 +150,6 @@ def _check_seq_len(seq_len: int) -> None:
 
 def _split_names(splits: list[str]) -> list[str]:
     """File-name form of each split (`train[:10%]` -> `train`); two specs may not share a name."""
-    from delphi.data.splits import split_name
-
     if isinstance(splits, str) or not splits:
         raise DelphiError(f"splits must be a non-empty list of split names, e.g. ['train'], got {splits!r}")
     names = [split_name(s) for s in splits]
@@ -181,8 +179,6 @@ def _dataset_files(folder: Path) -> list[Path]:
 
 def _load_tokenizer(tokenizer):
     """A loaded tokenizer (loading it from a directory or hub id) that has `<bos>` and `<eos>`."""
-    from delphi.data.tokenizer import load_tokenizer, require_specials
-
     if isinstance(tokenizer, str | os.PathLike):
         return load_tokenizer(tokenizer)
     require_specials(tokenizer)
@@ -352,8 +348,6 @@ def _stage_for_hub(work: Path, metadata: dict) -> Path:
 
 def _push(staging: Path, repo_id: str, metadata: dict, *, kept: Path | None) -> None:
     """Upload the staged dataset in one commit; say where the local copy is if that fails."""
-    from delphi.hub.client import upload_dir
-
     counts = ", ".join(f"{name}: {info['sequences']}" for name, info in metadata["splits"].items())
     try:
         upload_dir(
@@ -365,9 +359,3 @@ def _push(staging: Path, repo_id: str, metadata: dict, *, kept: Path | None) -> 
     except DelphiError as e:
         where = f"the local copy in {str(kept)!r} is complete" if kept else "nothing was kept locally"
         raise DelphiError(f"{e} ({where})") from e
-
-
-def _delphi_version() -> str:
-    from delphi import __version__
-
-    return __version__

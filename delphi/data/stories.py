@@ -63,6 +63,7 @@ from delphi.data.words import (
     Thing,
 )
 from delphi.errors import DelphiError
+from delphi.inputs import check_output_dir
 
 log = logging.getLogger("delphi.data.stories")
 
@@ -213,8 +214,6 @@ def write_corpus(
     _check_count("train_size", train_size, minimum=1)
     _check_count("validation_size", validation_size, minimum=1)
     _check_count("seed", seed, minimum=None)
-    from delphi.inputs import check_output_dir
-
     out = check_output_dir(out_dir, what="--out-dir")
     files = {split: out / f"{split}-00000.parquet" for split in SPLITS}
     existing = [str(p) for p in files.values() if p.exists()]

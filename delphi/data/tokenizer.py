@@ -15,7 +15,10 @@ import tempfile
 from pathlib import Path
 
 from delphi.atomic import OutputFolder
+from delphi.data.splits import load_split, require_text_feature
 from delphi.errors import DelphiError
+from delphi.hub.client import ensure_repo, upload_dir
+from delphi.inputs import check_local_or_hub
 
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
 BYTE_ALPHABET_SIZE = 256
@@ -86,8 +89,6 @@ def train_tokenizer(
     All checks (output target, vocab size, input, column) happen before training, and the
     output directory appears only once the tokenizer is completely written.
     """
-    from delphi.data.splits import load_split, require_text_feature
-
     if out_dir is None and out_repo is None:
         raise DelphiError("no output given: pass --out-dir, --out-repo, or both")
     if vocab_size < MIN_VOCAB_SIZE:
@@ -96,8 +97,6 @@ def train_tokenizer(
     if out_dir is not None:
         out = OutputFolder.claim(out_dir, finds=_tokenizer_files, what="a tokenizer", overwrite=overwrite)
     if out_repo is not None:
-        from delphi.hub.client import ensure_repo
-
         ensure_repo(out_repo, repo_type="model")
 
     ds = load_split(in_dataset, split)
@@ -117,8 +116,6 @@ def train_tokenizer(
         tokenizer.save_pretrained(tmp)
         location = None
         if out_repo is not None:
-            from delphi.hub.client import upload_dir
-
             upload_dir(tmp, out_repo, commit_message=f"Tokenizer: byte-level BPE, vocab {len(tokenizer)}")
             location = f"hub repo {out_repo}"
         if out is not None:
@@ -139,8 +136,6 @@ def load_tokenizer(name_or_path: str | Path, *, revision: str | None = None):
     It encodes text as text (`split_special_tokens`), also when it was saved before delphi said so.
     """
     from transformers import AutoTokenizer
-
-    from delphi.inputs import check_local_or_hub
 
     where = check_local_or_hub(str(name_or_path), what="tokenizer")
     if where == "local" and Path(name_or_path).expanduser().is_dir():
