@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import numpy as np
 
-    from delphi.batches import sequence_steps, step_indices
+    from delphi.train.order import sequence_steps, step_indices
 
     per_epoch = args.n // args.batch
     total = per_epoch * args.epochs
@@ -138,13 +138,13 @@ def main(argv: list[str] | None = None) -> None:
             str(tmp / "recipe.yaml"), "--steps", "1-100", "--out", str(out), env=env
         )
         print(f"(d) delphi batches --steps 1-100 with tokens: {figures['cli_tokens_100_steps_s']:.1f} s")
-        from delphi.batches import (
+        from delphi.atomic import write_parquet
+        from delphi.evaluate.batches import (
             load_plan,
             load_source_recipe,
             parse_steps,
             row_batches,
             rows_for_steps,
-            write_parquet,
         )
 
         stages, started = {}, time.perf_counter()
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         stages["dataset length"] = time.perf_counter() - started - sum(stages.values())
         rows = rows_for_steps(plan, parse_steps("all", plan.total_steps))
         stages["every index"] = time.perf_counter() - started - sum(stages.values())
-        write_parquet(row_batches(rows, dataset, tokens=False), out)
+        write_parquet(out, row_batches(rows, dataset, tokens=False))
         stages["parquet written"] = time.perf_counter() - started - sum(stages.values())
         figures["in_process_stages_s"] = stages
         print("(e) in one process: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))

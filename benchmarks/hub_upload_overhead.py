@@ -30,9 +30,9 @@ TOKEN = "hf_" + "BenchmarkTokenForTheLocalHubOnly000"
 
 
 def prepare_data(root: Path) -> None:
-    from delphi.sequences import tokenize_dataset
-    from delphi.stories import write_corpus
-    from delphi.tokenizer import train_tokenizer
+    from delphi.data.sequences import tokenize_dataset
+    from delphi.data.stories import write_corpus
+    from delphi.data.tokenizer import train_tokenizer
 
     write_corpus(root / "corpus", train_size=3000, validation_size=300, seed=0)
     train_tokenizer(str(root / "corpus"), feature="story", vocab_size=2048, out_dir=root / "tokenizer")

@@ -76,9 +76,9 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 def prepare(root: Path, steps: int) -> Path:
     """Tokenizer, tokenized data and the suite's recipes under `root`; returns the recipe folder."""
-    from delphi.sequences import tokenize_dataset
-    from delphi.stories import write_corpus
-    from delphi.tokenizer import train_tokenizer
+    from delphi.data.sequences import tokenize_dataset
+    from delphi.data.stories import write_corpus
+    from delphi.data.tokenizer import train_tokenizer
 
     write_corpus(root / "corpus", train_size=2000, validation_size=200, seed=0)
     train_tokenizer(

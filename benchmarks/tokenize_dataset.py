@@ -1,4 +1,4 @@
-"""How fast is `delphi.sequences.tokenize_dataset` compared with the tokenizer alone?
+"""How fast is `delphi.data.sequences.tokenize_dataset` compared with the tokenizer alone?
 
 Side by side on the same documents, each repeated and reported as the median:
   (a)  the bare tokenizer: `tokenizer(batch_of_texts)` on texts already in memory (the ceiling);
@@ -52,7 +52,7 @@ def delphi_end_to_end(
     data: str, split: str, feature: str, tokenizer_dir: str, seq_len: int, batch_size: int, out_dir
 ):
     """(b): tokenize_dataset into a fresh directory; return (document tokens, shard directory)."""
-    from delphi.sequences import tokenize_dataset
+    from delphi.data.sequences import tokenize_dataset
 
     out = tokenize_dataset(
         data,
@@ -104,7 +104,7 @@ def prepare_data(args, workdir: Path) -> str:
         return args.data
     if (TINYSTORIES / f"{args.split}-00000.parquet").exists():
         return str(TINYSTORIES)
-    from delphi.stories import write_corpus
+    from delphi.data.stories import write_corpus
 
     print(f"TinyStories sample not found at {TINYSTORIES}: using the embedded story corpus")
     write_corpus(workdir / "corpus", train_size=5000, validation_size=5000)
@@ -114,7 +114,7 @@ def prepare_data(args, workdir: Path) -> str:
 def prepare_tokenizer(args, data: str, workdir: Path) -> str:
     if args.tokenizer is not None:
         return args.tokenizer
-    from delphi.tokenizer import train_tokenizer
+    from delphi.data.tokenizer import train_tokenizer
 
     out = workdir / "tokenizer"
     train_tokenizer(data, feature=args.feature, split="train", vocab_size=args.vocab_size, out_dir=out)
@@ -143,8 +143,8 @@ def main() -> None:
     import datasets
     import pyarrow.parquet as pq
 
-    from delphi.splits import load_split
-    from delphi.tokenizer import load_tokenizer
+    from delphi.data.splits import load_split
+    from delphi.data.tokenizer import load_tokenizer
 
     datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,398 +1,12 @@
-"""What every optimizer step of a run trained on, recomputed from the recipe and the tokenized data alone.
-
-The data order is a pure function of (number of training sequences n, data seed, epoch, global batch B,
-order) (`delphi.train.sampler`), so nothing here trains or loads a model:
-
-- an epoch has `n // B` optimizer steps (the final partial batch is dropped);
-- global step g (1-based, as in Trainer's logs and delphi's `step{g}` checkpoints) is in epoch
-  `(g - 1) // steps_per_epoch` (epochs from 0) and trains on positions `s*B .. (s+1)*B - 1` of that
-  epoch's permutation, where `s = (g - 1) % steps_per_epoch`;
-- a run has `training.max_steps` steps when that is > 0, else `ceil(num_train_epochs * steps_per_epoch)`.
-
-The plain functions (`step_indices`, `sequence_steps`) work on indices only and are vectorized: every
-index of a 10-epoch run over 900k sequences takes seconds. Tokens are read only for the steps asked.
-"""
+"""`delphi batches`: its arguments and its run function; the work is in `delphi.evaluate.batches`."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import re
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from delphi import atomic
 from delphi.errors import DelphiError
-from delphi.recipe.usercode import import_function
-
-RECIPE_FILE = "recipe.yaml"
-_STEP_CHUNK_ROWS = 1 << 16  # rows (sequences) handled at once when reading tokens or writing parquet
-
-
-# ---------------------------------------------------------------- the pure computation
-
-
-def steps_per_epoch(n: int, batch: int) -> int:
-    """Optimizer steps in one epoch of `n` sequences at global batch `batch` (the partial batch is dropped)."""
-    if batch < 1:
-        raise DelphiError(f"global batch size must be >= 1, got {batch}")
-    if n < batch:
-        raise DelphiError(f"the training set has {n} sequences, fewer than one global batch of {batch}")
-    return n // batch
-
-
-def _check_steps(steps, total_steps: int | None) -> np.ndarray:
-    steps = np.asarray(steps, dtype=np.int64).reshape(-1)
-    if steps.size and steps.min() < 1:
-        raise DelphiError(f"steps are counted from 1; got step {int(steps.min())}")
-    if total_steps is not None and steps.size and steps.max() > total_steps:
-        raise DelphiError(f"step {int(steps.max())} is past the run's last step {total_steps}")
-    return steps
-
-
-def step_indices(
-    n: int, seed: int, batch: int, order: str = "hash", steps=(), *, total_steps: int | None = None
-) -> np.ndarray:
-    """The train-split indices each of `steps` (1-based global steps) trains on: int64 [len(steps), batch].
-
-    Row k, column p is the sequence at position p of step `steps[k]`'s global batch, in the order the
-    sampler yields them (process r of W takes micro-batches r, r+W, ... of it). One permutation is
-    computed per epoch touched.
-    """
-    from delphi.train.sampler import epoch_permutation  # (torch: imported only when used)
-
-    per_epoch = steps_per_epoch(n, batch)
-    steps = _check_steps(steps, total_steps)
-    out = np.empty((steps.size, batch), dtype=np.int64)
-    epochs = (steps - 1) // per_epoch
-    for epoch in np.unique(epochs):
-        rows = np.flatnonzero(epochs == epoch)
-        batches = epoch_permutation(n, seed, int(epoch), order)[: per_epoch * batch].reshape(per_epoch, batch)
-        out[rows] = batches[(steps[rows] - 1) % per_epoch]
-    return out
-
-
-def sequence_steps(
-    n: int, seed: int, batch: int, order: str = "hash", total_steps: int = 0, indices=()
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every (step, position, index) at which the sequences `indices` were trained, over all epochs.
-
-    Returns three int64 arrays sorted by step then position. A sequence appears at most once an epoch
-    (never in an epoch whose dropped tail holds it).
-    """
-    from delphi.train.sampler import epoch_permutation
-
-    per_epoch = steps_per_epoch(n, batch)
-    indices = np.unique(np.asarray(indices, dtype=np.int64).reshape(-1))
-    if indices.size and (indices.min() < 0 or indices.max() >= n):
-        bad = int(indices.min() if indices.min() < 0 else indices.max())
-        raise DelphiError(f"sequence index {bad} is outside the train split (0 .. {n - 1})")
-    found_steps, found_positions, found_indices = [], [], []
-    for epoch in range(math.ceil(total_steps / per_epoch)):
-        permutation = epoch_permutation(n, seed, epoch, order)
-        where = np.empty(n, dtype=np.int64)
-        where[permutation] = np.arange(n, dtype=np.int64)
-        slot = where[indices]  # each index's place in this epoch's order
-        used = slot < per_epoch * batch
-        step = epoch * per_epoch + slot // batch + 1
-        keep = used & (step <= total_steps)
-        found_steps.append(step[keep])
-        found_positions.append(slot[keep] % batch)
-        found_indices.append(indices[keep])
-    if not found_steps:
-        return (np.empty(0, np.int64),) * 3
-    step, position, index = (np.concatenate(x) for x in (found_steps, found_positions, found_indices))
-    by = np.lexsort((position, step))
-    return step[by], position[by], index[by]
-
-
-def parse_steps(spec: str, total_steps: int) -> np.ndarray:
-    """`"1-100"`, `"7"`, `"1-3,10,20-25"` or `"all"` -> sorted unique 1-based steps, checked against the run."""
-    if spec.strip().lower() == "all":
-        return np.arange(1, total_steps + 1, dtype=np.int64)
-    parts = []
-    for part in spec.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise DelphiError(f"--steps {spec!r}: {part!r} is not a step or range; expected e.g. 1-100,250")
-        first, last = int(m.group(1)), int(m.group(2) or m.group(1))
-        if first < 1 or last < first:
-            raise DelphiError(f"--steps {spec!r}: {part.strip()!r} is not a range of steps >= 1")
-        if last > total_steps:
-            raise DelphiError(f"--steps {spec!r}: step {last} is past the run's last step {total_steps}")
-        parts.append(np.arange(first, last + 1, dtype=np.int64))
-    return np.unique(np.concatenate(parts))
-
-
-# ---------------------------------------------------------------- a run's plan, from its recipe
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    """Everything the data order of one run depends on, plus where its tokens and recipe are."""
-
-    name: str
-    n: int  # sequences in the train split
-    seed: int  # seeds.data
-    batch: int  # global batch size
-    order: str  # data.order
-    total_steps: int
-    seq_len: int
-    recipe: object  # the delphi.recipe.Recipe
-    recipe_dir: Path | None  # where a recipe's own modules (e.g. --stat) are looked for
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return steps_per_epoch(self.n, self.batch)
-
-    def indices(self, steps) -> np.ndarray:
-        return step_indices(self.n, self.seed, self.batch, self.order, steps, total_steps=self.total_steps)
-
-    def sequence_steps(self, indices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return sequence_steps(self.n, self.seed, self.batch, self.order, self.total_steps, indices)
-
-
-def total_steps(recipe, steps_per_epoch: int) -> int:
-    """The run's optimizer steps, exactly as `delphi train` decides them."""
-    from delphi.train.schedule import training_steps
-
-    return training_steps(recipe.training, steps_per_epoch)
-
-
-def find_recipe(source: str | os.PathLike) -> tuple[Path | str, Path | None]:
-    """Where the recipe of a run directory, recipe file or hub repo is: (a file, or the YAML text for a
-    hub repo; the directory the recipe's own modules live in, or None).
-
-    A run directory gives its `recipe.yaml` (or, without one, its newest step folder's); a hub repo id
-    gives the `recipe.yaml` of its newest `step{N}` branch.
-    """
-    from delphi.inputs import check_local_or_hub
-
-    source = str(source)
-    path = Path(source)
-    if path.is_file():
-        return path, path.resolve().parent
-    if path.is_dir():
-        if (path / RECIPE_FILE).is_file():
-            return path / RECIPE_FILE, path.resolve()
-        from delphi.layout import list_checkpoints
-
-        for _, folder in reversed(list_checkpoints(path)):
-            if (folder / RECIPE_FILE).is_file():
-                return folder / RECIPE_FILE, path.resolve()
-        raise DelphiError(
-            f"{source!r} is a directory without {RECIPE_FILE} (nor a step folder holding one): "
-            "expected a run directory, a recipe file or a hub repo id"
-        )
-    check_local_or_hub(source, what="a run directory, a recipe file or a hub repo id", files_ok=True)
-    from delphi.evaluate.sources import list_branches, read_checkpoint_file
-
-    branches = list_branches(source)
-    if not branches:
-        raise DelphiError(f"hub repo {source!r} has no step{{N}} branch holding {RECIPE_FILE}")
-    return read_checkpoint_file(source, branches[-1], RECIPE_FILE), None
-
-
-def load_source_recipe(source: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()):
-    """(Recipe, its directory or None) of a run directory, recipe file or hub repo, with `--set` overrides."""
-    from delphi.recipe import load_recipe
-
-    found, recipe_dir = find_recipe(source)
-    # callbacks only matter to training: a saved recipe may name modules this machine does not have
-    overrides = [*overrides, "callbacks=[]"]
-    if isinstance(found, Path):
-        return load_recipe([found], overrides), recipe_dir
-    with tempfile.TemporaryDirectory(prefix="delphi-batches-") as folder:
-        path = Path(folder) / RECIPE_FILE
-        path.write_text(found, encoding="utf-8")
-        return load_recipe([path], overrides), None
-
-
-def load_plan(recipe, recipe_dir: Path | None = None):
-    """(`BatchPlan`, train split) of a recipe: the split (its `data.path`) is memory-mapped, only its
-    length is read here."""
-    from delphi.train.data import load_token_split
-    from delphi.train.sampler import DATA_ORDERS
-
-    order = getattr(recipe.data, "order", "hash")
-    if order not in DATA_ORDERS:
-        raise DelphiError(f"data.order {order!r} is not one of {', '.join(DATA_ORDERS)}")
-    data = recipe.data
-    dataset = load_token_split(data.path, data.train_split, data.feature)
-    n = len(dataset)
-    if n < recipe.batch_size:
-        raise DelphiError(
-            f"the train split of {data.path!r} has {n} sequences, fewer than one batch "
-            f"(batch_size {recipe.batch_size})"
-        )
-    per_epoch = steps_per_epoch(n, recipe.batch_size)
-    plan = BatchPlan(
-        name=recipe.name,
-        n=n,
-        seed=recipe.seeds.data,
-        batch=recipe.batch_size,
-        order=order,
-        total_steps=total_steps(recipe, per_epoch),
-        seq_len=recipe.seq_len,
-        recipe=recipe,
-        recipe_dir=recipe_dir,
-    )
-    return plan, dataset
-
-
-def describe(plan: BatchPlan) -> str:
-    epochs = plan.total_steps / plan.steps_per_epoch
-    return (
-        f"{plan.name}: {plan.n:,} train sequences, global batch {plan.batch}, {plan.total_steps:,} steps "
-        f"({plan.steps_per_epoch:,} per epoch, {epochs:.4g} epochs), data seed {plan.seed}, order {plan.order}"
-    )
-
-
-# ---------------------------------------------------------------- tokens, text, statistics
-
-
-def read_tokens(dataset, indices: np.ndarray) -> np.ndarray:
-    """Rows `indices` of a `tokens` dataset as an int64 array [len(indices), seq_len] (only those rows are read)."""
-    import pyarrow.compute as pc
-
-    flat_indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if flat_indices.size == 0:
-        return np.empty((0, 0), dtype=np.int64)
-    table = dataset.with_format("arrow")[flat_indices.tolist()]
-    column = table.column("tokens")
-    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-    if lengths.min() != lengths.max():
-        raise DelphiError(f"train sequences have mixed lengths ({lengths.min()} to {lengths.max()} tokens)")
-    values = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    return values.reshape(flat_indices.size, int(lengths[0]))
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if hasattr(value, "tolist"):  # torch tensors
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def step_stats(plan: BatchPlan, dataset, steps, function: Callable, name: str) -> Iterator[str]:
-    """One JSON line `{"step": s, name: function(s, tokens)}` per step; tokens: int64 [batch, seq_len]."""
-    steps = np.asarray(steps, dtype=np.int64)
-    chunk = max(1, _STEP_CHUNK_ROWS // plan.batch)
-    for start in range(0, steps.size, chunk):
-        block = steps[start : start + chunk]
-        indices = plan.indices(block)
-        tokens = read_tokens(dataset, indices).reshape(block.size, plan.batch, -1)
-        for step, batch_tokens in zip(block.tolist(), tokens, strict=True):
-            value = function(step, batch_tokens)
-            try:
-                yield json.dumps({"step": step, name: value}, default=_json_default)
-            except (TypeError, ValueError) as e:
-                raise DelphiError(
-                    f"--stat {name} returned a value JSON cannot hold at step {step}: {e}"
-                ) from e
-
-
-# ---------------------------------------------------------------- rows and output
-
-
-def rows_for_steps(plan: BatchPlan, steps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(step, position, index) for every sequence of `steps`, flattened in training order."""
-    steps = np.asarray(steps, dtype=np.int64)
-    indices = plan.indices(steps)
-    return (
-        np.repeat(steps, plan.batch),
-        np.tile(np.arange(plan.batch, dtype=np.int64), steps.size),
-        indices.reshape(-1),
-    )
-
-
-def row_batches(
-    rows: tuple[np.ndarray, np.ndarray, np.ndarray], dataset=None, *, tokens: bool = True, tokenizer=None
-) -> Iterator:
-    """pyarrow RecordBatches with columns step, position, index[, tokens][, text], in chunks."""
-    import pyarrow as pa
-
-    step, position, index = rows
-    for start in range(0, max(step.size, 1), _STEP_CHUNK_ROWS):
-        sl = slice(start, start + _STEP_CHUNK_ROWS)
-        columns = {
-            "step": pa.array(step[sl], pa.int64()),
-            "position": pa.array(position[sl], pa.int32()),
-            "index": pa.array(index[sl], pa.int64()),
-        }
-        if tokens or tokenizer is not None:
-            ids = read_tokens(dataset, index[sl])
-            if tokens:
-                columns["tokens"] = pa.array(list(ids.astype(np.int32)), pa.list_(pa.int32()))
-            if tokenizer is not None:
-                columns["text"] = pa.array(tokenizer.batch_decode(ids.tolist()), pa.string())
-        yield pa.RecordBatch.from_pydict(columns)
-
-
-def write_parquet(batches: Iterator, path: str | os.PathLike) -> tuple[Path, int]:
-    """Write the record batches to `path` atomically (a temp file renamed into place); returns (path, rows)."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    rows = 0
-    writer = None
-    try:
-        for batch in batches:
-            if writer is None:
-                writer = pq.ParquetWriter(temp, batch.schema)
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    os.replace(temp, path)
-    return path, rows
-
-
-def write_lines(lines: Iterator[str], path: str | os.PathLike) -> tuple[Path, int]:
-    """Write text lines to `path` atomically; returns (path, lines written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    count = 0
-    with open(temp, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
-            count += 1
-    os.replace(temp, path)
-    return path, count
-
-
-def format_rows(batches: Iterator, *, max_tokens: int = 12, max_text: int = 100) -> Iterator[str]:
-    """A readable table of the rows (tokens and text shortened; `--out` keeps them whole)."""
-    yield "step\tposition\tindex\t" + "tokens / text"
-    for batch in batches:
-        data = batch.to_pydict()
-        for i in range(batch.num_rows):
-            if "text" in data:
-                text = data["text"][i].replace("\n", "\\n")
-                shown = repr(text if len(text) <= max_text else text[:max_text] + "...")
-            elif "tokens" in data:
-                ids = data["tokens"][i]
-                shown = " ".join(map(str, ids[:max_tokens])) + (
-                    f" ... ({len(ids)})" if len(ids) > max_tokens else ""
-                )
-            else:
-                shown = ""
-            yield f"{data['step'][i]}\t{data['position'][i]}\t{data['index'][i]}\t{shown}"
-
-
-# ---------------------------------------------------------------- the command line face
 
 
 def add_arguments(parser) -> None:
@@ -436,6 +50,20 @@ def add_arguments(parser) -> None:
 
 def run_cli(args) -> None:
     """`delphi batches`: cheap checks first (output name, recipe, --stat import), then the data."""
+    # imported here, not at the top: this module is read to build `delphi --help`, these pull in torch
+    from delphi.data.tokenizer import load_tokenizer
+    from delphi.evaluate.batches import (
+        describe,
+        format_rows,
+        load_plan,
+        load_source_recipe,
+        parse_steps,
+        row_batches,
+        rows_for_steps,
+        step_stats,
+    )
+    from delphi.recipe.usercode import import_function
+
     if args.out:
         suffix = ".jsonl" if args.stat else ".parquet"
         if Path(args.out).suffix.lower() != suffix:
@@ -448,8 +76,6 @@ def run_cli(args) -> None:
         function = import_function(args.stat, [recipe_dir] if recipe_dir else [])
     tokenizer = None
     if args.decode:
-        from delphi.tokenizer import load_tokenizer
-
         tokenizer = load_tokenizer(recipe.tokenizer)
     plan, dataset = load_plan(recipe, recipe_dir)
     print(describe(plan), file=sys.stderr)
@@ -458,8 +84,9 @@ def run_cli(args) -> None:
         steps = parse_steps(args.steps or "all", plan.total_steps)
         lines = step_stats(plan, dataset, steps, function, args.stat.rpartition(":")[2])
         if args.out:
-            path, count = write_lines(lines, args.out)
-            print(f"{count} step(s) -> {path}")
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            count = atomic.write_lines(args.out, lines)
+            print(f"{count} step(s) -> {args.out}")
         else:
             for line in lines:
                 print(line)
@@ -473,8 +100,9 @@ def run_cli(args) -> None:
         rows = rows_for_steps(plan, parse_steps(args.steps or "all", plan.total_steps))
     batches = row_batches(rows, dataset, tokens=not args.no_tokens, tokenizer=tokenizer)
     if args.out:
-        path, count = write_parquet(batches, args.out)
-        print(f"{count} row(s) -> {path}")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        count = atomic.write_parquet(args.out, batches)
+        print(f"{count} row(s) -> {args.out}")
     else:
         for line in format_rows(batches):
             print(line)

@@ -51,7 +51,8 @@ def generate(
 ) -> list[str]:
     """Return `n` continuations of `prompt` (prompt included), deterministic for a given seed and device.
 
-    The prompt is encoded after `<bos>`, as every training sequence starts; sampling stops at `<eos>`.
+    The prompt is encoded after `<bos>`, as every training sequence starts, and as text (a literal
+    `<eos>` in it is characters, as in a training document); sampling stops at `<eos>`.
     `temperature=0` is greedy decoding: it has one continuation, so one is returned whatever `n`.
     `device` defaults to cuda when there is a GPU, else cpu.
     """
@@ -62,7 +63,7 @@ def generate(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from delphi.tokenizer import load_tokenizer
+    from delphi.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(where, revision=revision)
     try:
@@ -70,7 +71,9 @@ def generate(
     except OSError as e:
         raise DelphiError(f"could not load a model from {where!r}: {e}") from e
     lm.to(device).eval()
-    ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    # the prompt is the start of a document, so text: a literal `<eos>` in it is not the special token
+    prompt_ids = tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    ids = [tokenizer.bos_token_id] + prompt_ids
     input_ids = torch.tensor([ids], device=device)
     sampling = temperature > 0
     torch.manual_seed(seed)

@@ -15,6 +15,10 @@
   .delphi.lock             held while a process trains this run (delphi.run_status)
   .delphi-attempt.json     how the last attempt a suite launched ended (delphi.suite)
   .delphi-replaced/        the previous run, kept aside by --overwrite until the new run's first checkpoint
+  .hub-staging/  .hub-push-staging/   what the uploader (training's, `delphi push`'s) is about to upload
+  .hub-resume/{branch}/    a hub checkpoint downloaded to resume from (`resume_from: org/name@step{N}`)
+  .resume-step{N}/         a resume view of step{N} for another process layout (delphi.train.resume)
+  train.log                the run's output when a suite launched it (delphi.suite)
 ```
 
 A checkpoint is named by a *reference*: a step folder, a run directory (its newest checkpoint, or the
@@ -45,15 +49,26 @@ TRAINER_CHECKPOINT_PREFIX = (
 LOCK_FILE = ".delphi.lock"
 ATTEMPT_FILE = ".delphi-attempt.json"  # `delphi suite`'s record of a run's last attempt
 REPLACED_DIR = ".delphi-replaced"
+# inside REPLACED_DIR: how far setting the old run aside got (delphi.train.outdir)
+REPLACED_COMPLETE, REPLACED_COMMITTED = ".complete", ".committed"
+HUB_STAGING_DIR = ".hub-staging"  # inside the run folder: same file system, so hard links work
+HUB_PUSH_STAGING_DIR = ".hub-push-staging"  # not the training uploader's, so both can run at once
+HUB_RESUME_DIR = ".hub-resume"
+RESUME_VIEW_PREFIX = ".resume-"
+SHARED_MARKER_PREFIX = ".delphi-shared-"  # probes that every process sees the same out_dir
+RUN_LOG_FILE = "train.log"
 MAIN_BRANCH = "main"
 
 _STEP = re.compile(r"^step(\d+)$")
 # transformers' checkpoint folder (PREFIX_CHECKPOINT_DIR) and delphi's older temp names: unfinished saves
-_UNFINISHED = re.compile(r"^(checkpoint-\d+|\.step\d+\.(tmp|old)|\.resume-step\d+)$")
+_UNFINISHED = re.compile(rf"^(checkpoint-\d+|\.step\d+\.(tmp|old)|{re.escape(RESUME_VIEW_PREFIX)}step\d+)$")
 # transformers' file names for what only resuming needs
 _RESUME_STATE = re.compile(r"^(optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth)$")
 # everything a run writes into its out_dir (other files there, e.g. a suite's log, are not the run's)
-_RUN_ENTRY = re.compile(r"^(recipe\.yaml|step\d+|checkpoint-\d+|\.step\d+\.(tmp|old)|\.hub-(push-)?staging)$")
+_RUN_ENTRY = re.compile(
+    rf"^({re.escape(RECIPE_FILE)}|step\d+|checkpoint-\d+|\.step\d+\.(tmp|old)"
+    rf"|{re.escape(HUB_STAGING_DIR)}|{re.escape(HUB_PUSH_STAGING_DIR)})$"
+)
 
 
 def step_name(step: int) -> str:

@@ -57,9 +57,9 @@ def load_case(asset: Path = ASSET) -> dict:
 
 def build_data(case: dict, root: Path) -> tuple[Path, Path]:
     """(tokenizer dir, token dataset dir) built by delphi from the case; the same case gives the same tokens."""
-    from delphi.sequences import tokenize_dataset
-    from delphi.stories import write_corpus
-    from delphi.tokenizer import train_tokenizer
+    from delphi.data.sequences import tokenize_dataset
+    from delphi.data.stories import write_corpus
+    from delphi.data.tokenizer import train_tokenizer
 
     corpus, tokenizer, data = root / "corpus", root / "tokenizer", root / "data"
     write_corpus(corpus, **case["corpus"])

@@ -70,8 +70,8 @@ def tinystories() -> Path:
 
 @pytest.fixture(scope="session")
 def story_corpus(tmp_path_factory) -> Path:
-    """The embedded corpus (delphi.stories), 600 train / 100 validation stories: parquet, column `story`."""
-    from delphi.stories import write_corpus
+    """The embedded corpus (delphi.data.stories), 600 train / 100 validation stories: parquet, column `story`."""
+    from delphi.data.stories import write_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     write_corpus(root, train_size=600, validation_size=100, seed=0)
@@ -160,8 +160,8 @@ def unreachable_hub(monkeypatch):
 def stories_data(story_corpus, tmp_path_factory):
     """A folder with `tok/` (a 384-token delphi tokenizer) and `data/` (stories tokenized into 32-token
     sequences), both from the embedded corpus: the input of every tiny end-to-end run (tests/tiny.py)."""
-    from delphi.sequences import tokenize_dataset
-    from delphi.tokenizer import train_tokenizer
+    from delphi.data.sequences import tokenize_dataset
+    from delphi.data.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("stories")
     train_tokenizer(str(story_corpus), feature="story", split="train", vocab_size=384, out_dir=root / "tok")

@@ -31,8 +31,8 @@ MODEL = {
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from delphi.stories import generate_stories
-    from delphi.tokenizer import build_tokenizer
+    from delphi.data.stories import generate_stories
+    from delphi.data.tokenizer import build_tokenizer
 
     return build_tokenizer(iter([generate_stories(300), [TEXT] * 5]), vocab_size=300, show_progress=False)
 

@@ -17,17 +17,16 @@ import yaml
 from tiny import ENV, REPO
 from transformers import TrainerCallback
 
-from delphi.batches import (
-    import_function,
+from delphi.errors import DelphiError
+from delphi.evaluate.batches import (
     load_plan,
     load_source_recipe,
     parse_steps,
     read_tokens,
     rows_for_steps,
-    sequence_steps,
-    step_indices,
 )
-from delphi.errors import DelphiError
+from delphi.recipe.usercode import import_function
+from delphi.train.order import sequence_steps, step_indices
 from delphi.train.sampler import DeterministicEpochSampler
 
 
@@ -114,7 +113,7 @@ def write_run_recipe(folder: Path, stories_data: Path, **overrides) -> Path:
 
 @pytest.mark.slow
 def test_plan_tokens_and_text_from_a_recipe(stories_data, tmp_path):
-    from delphi.tokenizer import load_tokenizer
+    from delphi.data.tokenizer import load_tokenizer
     from delphi.train.data import load_token_split
 
     recipe, recipe_dir = load_source_recipe(write_run_recipe(tmp_path, stories_data))
@@ -149,7 +148,7 @@ def run_batches(*args, cwd=REPO) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_cli_parquet_table_sequence_and_stat(stories_data, tmp_path):
-    from delphi.tokenizer import load_tokenizer
+    from delphi.data.tokenizer import load_tokenizer
     from delphi.train.data import load_token_split
 
     recipe = write_run_recipe(tmp_path, stories_data)

@@ -90,3 +90,11 @@ def test_a_step_folder_takes_no_other_revision(run, capsys):
     error = cli_error(capsys, ["generate", step4, "--revision", "step1"])
     assert f"{step4!r} is checkpoint step4 of run {str(run)!r}, but --revision 'step1' names another" in error
     assert f"pass the run directory {str(run)!r} with --revision" in error
+
+
+@pytest.mark.slow
+def test_a_prompt_is_text_even_where_it_spells_a_special_token(run):
+    """`<eos>` typed in a prompt is characters, as in the training documents: kept, not a document end."""
+    prompt = "The sign said <eos> and <bos>"
+    (sample,) = generate(run, prompt=prompt, n=1, temperature=0, max_new_tokens=4)
+    assert sample.startswith(prompt)

@@ -133,9 +133,9 @@ def test_tokenizer_and_dataset_round_trip_through_the_hub(hub_server, text_dir, 
     import datasets
     from transformers import AutoTokenizer
 
-    from delphi.sequences import tokenize_dataset
-    from delphi.splits import load_split
-    from delphi.tokenizer import load_tokenizer, train_tokenizer
+    from delphi.data.sequences import tokenize_dataset
+    from delphi.data.splits import load_split
+    from delphi.data.tokenizer import load_tokenizer, train_tokenizer
 
     # the corpus itself as a hub dataset: every input that takes a path takes a hub id
     ensure_repo("org/texts", repo_type="dataset")

@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def data_root(story_corpus, tmp_path_factory):
-    from delphi.sequences import tokenize_dataset
-    from delphi.tokenizer import train_tokenizer
+    from delphi.data.sequences import tokenize_dataset
+    from delphi.data.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("hubdata")
     train_tokenizer(str(story_corpus), feature="story", split="train", vocab_size=300, out_dir=root / "tok")

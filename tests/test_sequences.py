@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from delphi.data.sequences import make_sequences, tokenize_dataset
 from delphi.errors import DelphiError
-from delphi.sequences import make_sequences, tokenize_dataset
 
 BOS, EOS = 0, 1
 
@@ -46,9 +46,9 @@ def write_texts(path, texts, column="story"):
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    """A real byte-level BPE made by delphi.tokenizer, trained on the embedded stories."""
-    from delphi.stories import generate_stories
-    from delphi.tokenizer import build_tokenizer
+    """A real byte-level BPE made by delphi.data.tokenizer, trained on the embedded stories."""
+    from delphi.data.stories import generate_stories
+    from delphi.data.tokenizer import build_tokenizer
 
     out = tmp_path_factory.mktemp("tokenizer")
     build_tokenizer([generate_stories(300, seed=1)], 600, show_progress=False).save_pretrained(out)
@@ -65,7 +65,7 @@ def tokenizer(tokenizer_dir):
 @pytest.fixture(scope="module")
 def story_texts():
     """Real sentences with the awkward cases: empty documents and documents of many sequences."""
-    from delphi.stories import generate_stories
+    from delphi.data.stories import generate_stories
 
     stories = generate_stories(120, seed=3)
     texts = stories[:40] + ["", ""] + stories[40:80] + [" ".join(stories[80:95]), ""] + stories[95:]
@@ -299,7 +299,7 @@ def test_hub_layout_loads_any_split_name(tokenizer_dir, tmp_path):
     """The folder pushed to the hub: shards under data/, a card whose configs name every split's shards."""
     import datasets
 
-    from delphi.sequences import _stage_for_hub
+    from delphi.data.sequences import _stage_for_hub
 
     write_texts(tmp_path / "in" / "holdout.parquet", ["Once upon a time."] * 30)  # one file: any split name
     tokenize_dataset(
@@ -345,7 +345,7 @@ def test_split_too_short_for_one_sequence_is_refused(tokenizer_dir, tmp_path):
 def test_tinystories_validation_matches_reference(tinystories, tmp_path):
     from transformers import AutoTokenizer
 
-    from delphi.tokenizer import build_tokenizer
+    from delphi.data.tokenizer import build_tokenizer
 
     tok_dir = tmp_path / "tok"
     train = pq.read_table(tinystories / "train-00000.parquet").column("story").to_pylist()[:2000]
@@ -523,3 +523,41 @@ def test_null_documents_count_as_empty(tokenizer_dir, tmp_path):
         )
     assert shard_rows(tmp_path / "out-a", "train") == shard_rows(tmp_path / "out-b", "train")
     assert os.path.exists(tmp_path / "out-a" / "README.md")
+
+
+def stream_of(rows):
+    """The token stream back from sequences: each sequence after the first repeats one stream token."""
+    return [t for k, row in enumerate(rows) for t in row[1 if k == 0 else 2 :]]
+
+
+def test_literal_special_strings_in_documents_are_text(tokenizer_dir, tmp_path):
+    """Only delphi places <bos>/<eos>: a story that says `<eos>` is not two documents."""
+    from transformers import AutoTokenizer
+
+    from delphi.cli import main
+
+    texts = [
+        "The sign said <eos> and <bos> in big letters.",
+        "Tom wrote <pad> on the box.",
+        "<eos>",
+        "Then <bos><eos><pad> was all it said.",
+    ]
+    write_texts(tmp_path / "in" / "train.parquet", texts)
+    # through the command with a saved tokenizer, and with a loaded one that would split on specials
+    main(["dataset", "-i", str(tmp_path / "in" / "train.parquet"), "-f", "story", "-t", str(tokenizer_dir),
+          "-l", "8", "--out-dir", str(tmp_path / "cli")])  # fmt: skip
+    loaded = AutoTokenizer.from_pretrained(tokenizer_dir, split_special_tokens=False)
+    assert 1 in loaded(texts[2], add_special_tokens=False)["input_ids"]  # what this guards against
+    tokenize_dataset(str(tmp_path / "in" / "train.parquet"), feature="story", splits=["train"],
+                     tokenizer=loaded, seq_len=8, out_dir=tmp_path / "loaded")  # fmt: skip
+    documents = loaded(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert [loaded.decode(ids) for ids in documents] == texts  # decoding gives the text back
+    assert all(not {BOS, EOS, 2} & set(ids) for ids in documents)
+    expected = [t for ids in documents for t in ids + [EOS]]
+    for out in ("cli", "loaded"):
+        rows = shard_rows(tmp_path / out, "train")
+        assert [row[0] for row in rows] == [BOS] * len(rows) and all(BOS not in row[1:] for row in rows)
+        meta = json.loads((tmp_path / out / "delphi_dataset.json").read_text())["splits"]["train"]
+        assert meta["tokens"] == len(expected) and meta["documents"] == len(texts)
+        stream = stream_of(rows)
+        assert stream == expected[: len(stream)] and len(stream) + meta["dropped_tokens"] == len(expected)

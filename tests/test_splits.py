@@ -1,8 +1,8 @@
 import pytest
 
+from delphi.data.splits import load_split, require_text_feature, split_name
 from delphi.errors import DelphiError
 from delphi.inputs import is_hub_id
-from delphi.splits import load_split, require_text_feature, split_name
 
 
 def test_split_name_strips_slicing():
@@ -74,3 +74,38 @@ def test_rewritten_files_are_not_read_from_a_stale_cache(text_dir):
     assert load_split(text_dir, "validation")["n"] == [0, 1]
     pq.write_table(pa.table({"story": ["new"], "n": [7]}), text_dir / "validation-00000.parquet")
     assert load_split(text_dir, "validation")["n"] == [7]
+
+
+def test_an_empty_split_is_one_line_on_stderr(tmp_path):
+    """A 0-row parquet file: delphi's one line, not datasets' logged arrow errors and progress bar first."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pq.write_table(pa.table({"story": pa.array([], pa.string())}), empty / "train-00000.parquet")
+    for source in (empty, empty / "train-00000.parquet"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "delphi", "tokenizer", "-i", str(source), "-f", "story",
+             "-v", "300", "--out-dir", str(tmp_path / "tok")],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 2
+        assert proc.stderr == (
+            f"delphi tokenizer: error: split 'train' of {str(source)!r} is empty (its data files hold no rows)\n"
+        )
+        assert not (tmp_path / "tok").exists()
+
+
+def test_empty_parquet_files_beside_full_ones_are_skipped(text_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table({"story": pa.array([], pa.string()), "n": pa.array([], pa.int64())}),
+        text_dir / "train-00001.parquet",
+    )
+    assert len(load_split(text_dir, "train")) == 20

@@ -11,8 +11,8 @@ import pytest
 
 from delphi import __version__
 from delphi.atomic import write_atomically
+from delphi.data.stories import generate_stories, generate_story, write_corpus
 from delphi.errors import DelphiError
-from delphi.stories import generate_stories, generate_story, write_corpus
 
 WORD = re.compile(r"[a-z]+")
 

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from delphi.data.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, train_tokenizer
 from delphi.errors import DelphiError
-from delphi.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +176,46 @@ def test_a_folder_with_no_tokenizer_is_one_line(text_dir, tmp_path, capsys):
     command = ["dataset", "-i", str(text_dir), "-f", "text", "-t", str(text_dir), "-l", "16"]
     line = cli_error(capsys, [*command, "--out-dir", str(tmp_path / "out")])
     assert "is a folder with no tokenizer in it" in line and not (tmp_path / "out").exists()
+
+
+# documents are text: the literal strings `<bos>`, `<eos>`, `<pad>` in a story are not special tokens
+LITERAL_STORIES = [
+    "The sign said <eos> and <bos> in big letters.",
+    "Tom wrote <pad> on the box, then <eos><eos> twice.",
+    "A web page ends with </html> and a <bos>-like tag.",
+]
+
+
+def test_literal_special_strings_in_stories_are_text(text_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    stories = pq.read_table(text_dir / "train-00000.parquet").column("story").to_pylist()
+    corpus = tmp_path / "literal"
+    corpus.mkdir()
+    pq.write_table(pa.table({"story": stories + LITERAL_STORIES * 5}), corpus / "train-00000.parquet")
+    out = tmp_path / "tok"
+    train_tokenizer(str(corpus), feature="story", split="train", vocab_size=320, out_dir=out)
+    # the tokenizer's own training counted `<eos>` in a story as the characters it is
+    assert "eos" in AutoTokenizer.from_pretrained(out).get_vocab()
+
+    plain = AutoTokenizer.from_pretrained(out)  # what any transformers user gets, from tokenizer_config.json
+    for tok in (plain, load_tokenizer(out)):
+        for story in LITERAL_STORIES:
+            ids = tok(story, add_special_tokens=False)["input_ids"]
+            assert not {0, 1, 2} & set(ids), (story, ids)
+            assert tok.decode(ids) == story
+            assert tok.decode(ids, skip_special_tokens=True) == story
+        assert tok.convert_tokens_to_ids("<eos>") == 1  # the special token itself is still there
+
+
+def test_a_tokenizer_saved_before_delphi_said_so_is_loaded_as_text(text_dir, tmp_path):
+    """Tokenizers written by earlier delphi versions have no `split_special_tokens` in their config."""
+    import json
+
+    out = tmp_path / "tok"
+    train_tokenizer(str(text_dir), feature="story", split="train", vocab_size=300, out_dir=out)
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert config.pop("split_special_tokens") is True
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    ids = load_tokenizer(out)(LITERAL_STORIES[0], add_special_tokens=False)["input_ids"]
+    assert not {0, 1, 2} & set(ids) and load_tokenizer(out).decode(ids) == LITERAL_STORIES[0]

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from delphi.stories import write_corpus
+    from delphi.data.stories import write_corpus
 
     info = write_corpus(
         args.out_dir,

@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from delphi.sequences import tokenize_dataset
+    from delphi.data.sequences import tokenize_dataset
 
     out = tokenize_dataset(
         args.in_dataset,

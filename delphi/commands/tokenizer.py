@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from delphi.tokenizer import train_tokenizer
+    from delphi.data.tokenizer import train_tokenizer
 
     out = train_tokenizer(
         args.in_dataset,

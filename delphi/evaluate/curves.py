@@ -10,7 +10,6 @@ scale), line style the architecture, so sizes and architectures read at a glance
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from delphi import atomic
 from delphi.errors import DelphiError
 from delphi.evaluate.sources import checkpoint_meta, is_local, list_branches, read_checkpoint_file, run_name
 from delphi.inputs import check_output_dir
@@ -273,21 +273,16 @@ CSV_COLUMNS = [
 
 def write_csv(curves: list[Curve], path: str | os.PathLike) -> Path:
     """One row per (run, checkpoint): every run's own numbers (the seeds' mean and band are drawn, not written)."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for curve, label in zip(curves, _run_labels(curves), strict=True):
-            for tokens, loss, step in curve.points:
-                writer.writerow(
-                    [
-                        label, curve.recipe_name, curve.seeds[0], curve.seeds[1], curve.parameters,
-                        curve.architecture, curve.source, step, tokens, repr(loss),
-                    ]
-                )  # fmt: skip
-    os.replace(temp, path)
-    return path
+    rows = (
+        [
+            label, curve.recipe_name, curve.seeds[0], curve.seeds[1], curve.parameters,
+            curve.architecture, curve.source, step, tokens, repr(loss),
+        ]
+        for curve, label in zip(curves, _run_labels(curves), strict=True)
+        for tokens, loss, step in curve.points
+    )  # fmt: skip
+    atomic.write_csv(path, CSV_COLUMNS, rows)
+    return Path(path)
 
 
 def plot_curves(
@@ -303,7 +298,6 @@ def plot_curves(
     check_output_dir(out_png.parent, what=f"--out {str(out_png)!r}: its folder")
     curves = [load_curve(run) for run in expand_runs(runs)]  # every source is read before anything is written
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    temp = out_png.with_name(f".{out_png.name}.tmp")
-    curves_figure(curves, title=title).savefig(temp, format="png")
-    os.replace(temp, out_png)
+    figure = curves_figure(curves, title=title)
+    atomic.write_atomically(out_png, lambda temp: figure.savefig(temp, format="png"))
     return out_png, write_csv(curves, out_png.with_suffix(".csv"))

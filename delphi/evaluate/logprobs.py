@@ -25,7 +25,7 @@ import numpy as np
 from delphi import atomic
 from delphi.errors import DelphiError
 from delphi.evaluate.sources import ALL, is_local, load_location, run_and_branches, select_branches
-from delphi.hub.client import hub_error, link_or_copy
+from delphi.hub.client import hub_error
 from delphi.inputs import check_output_dir
 
 log = logging.getLogger(__name__)
@@ -229,8 +229,8 @@ def _push(out_repo: str, branch: str, parquet: Path, name: str, info: dict) -> N
         api.create_branch(out_repo, branch=branch, repo_type="dataset", exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="delphi-logprobs-") as staging:
             (Path(staging) / "data").mkdir()
-            link_or_copy(parquet, Path(staging) / "data" / f"{name}-00000.parquet")
-            (Path(staging) / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+            atomic.link_or_copy(parquet, Path(staging) / "data" / f"{name}-00000.parquet")
+            atomic.write_json(Path(staging) / MARKER, marker)
             api.upload_folder(
                 folder_path=staging,
                 repo_id=out_repo,
@@ -272,9 +272,9 @@ def logprobs_for_checkpoints(
     Returns {branch: {"status": "computed" | "skipped", "location": ..., **counts}}. Checkpoints whose
     result already exists (locally and, with `out_repo`, on the hub) are skipped.
     """
+    from delphi.data.splits import load_split, split_name
     from delphi.devices import resolve_device
     from delphi.hub.client import ensure_repo
-    from delphi.splits import load_split, split_name
 
     if out_dir is None and out_repo is None:
         raise DelphiError("nowhere to write: give --out-dir, --out-repo or both")
@@ -337,7 +337,7 @@ def logprobs_for_checkpoints(
 
 def load_logprobs(location: str | os.PathLike, branch: str, split: str = "validation"):
     """The logprobs dataset of one checkpoint, from an `--out-dir` or a `--out-repo` (hub dataset)."""
-    from delphi.splits import load_split
+    from delphi.data.splits import load_split
 
     path = Path(location)
     if path.exists():

@@ -63,16 +63,6 @@ def hub_error(action: str, repo_id: str, err: Exception) -> DelphiError:
 PUBLISH_LATER = "Nothing was uploaded; run the same command again once the hub answers"
 
 
-def link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link `source` to `target` (instant, no extra disk), or copy it where links are not possible."""
-    try:
-        os.link(source, target)
-    except OSError:
-        import shutil
-
-        shutil.copy2(source, target)
-
-
 def ensure_repo(
     repo_id: str, *, repo_type: str = "model", private: bool = False, advice: str = PUBLISH_LATER
 ) -> str:

@@ -23,14 +23,22 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from delphi.atomic import link_or_copy
 from delphi.errors import DelphiError
-from delphi.hub.client import ensure_repo, link_or_copy, local_files, publish_folder
-from delphi.layout import MAIN_BRANCH, branch_name, is_complete, is_resume_state, parse_step
+from delphi.hub.client import ensure_repo, local_files, publish_folder
+from delphi.layout import (
+    HUB_RESUME_DIR,
+    HUB_STAGING_DIR,
+    MAIN_BRANCH,
+    branch_name,
+    is_complete,
+    is_resume_state,
+    parse_step,
+)
 from delphi.model_card import model_card
 
 log = logging.getLogger("delphi.hub")
 
-STAGING_DIR = ".hub-staging"  # inside the run folder: same file system, so hard links work
 MAX_RETRY_WAIT = 300.0
 
 
@@ -180,7 +188,7 @@ class HubUploader:
         self.repo_id = repo_id
         self.include_optimizer = include_optimizer
         self.retries, self.retry_wait = retries, retry_wait
-        self.staging_root = Path(run_dir) / STAGING_DIR
+        self.staging_root = Path(run_dir) / HUB_STAGING_DIR
         shutil.rmtree(self.staging_root, ignore_errors=True)  # left by a run that was killed
         self.results: list[BranchResult] = []
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
@@ -288,7 +296,7 @@ def download_checkpoint(ref: str, out_dir: Path) -> Path:
     from delphi.layout import has_resume_state
 
     repo_id, revision = parse_hub_ref(ref)
-    dest = Path(out_dir) / ".hub-resume" / revision  # main process only; the others read it (shared out_dir)
+    dest = Path(out_dir) / HUB_RESUME_DIR / revision  # main process only; the others read it (shared out_dir)
     if dest.exists():
         shutil.rmtree(dest)
     log.info("downloading %s to resume from it", ref)

@@ -11,8 +11,7 @@ import shutil
 from pathlib import Path
 
 from delphi.errors import DelphiError
-
-PUSH_STAGING_DIR = ".hub-push-staging"  # not the training uploader's, so both can run at once
+from delphi.layout import HUB_PUSH_STAGING_DIR
 
 
 def push_run(
@@ -41,7 +40,7 @@ def push_run(
     last_step, last_folder = checkpoints[-1]
     meta = read_checkpoint_meta(last_folder)
     final_step = last_step if meta.get("max_steps") is not None and last_step >= meta["max_steps"] else None
-    staging_root = run_dir / PUSH_STAGING_DIR
+    staging_root = run_dir / HUB_PUSH_STAGING_DIR
     results = []
     try:
         for step, folder in checkpoints:

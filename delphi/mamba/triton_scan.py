@@ -47,6 +47,26 @@ def _step_inputs(
 
 
 @triton.jit
+def _advance(
+    h, A, t0, t1, u_ptr, dt_ptr, B_ptr, d, n, dm, nm, bias,
+    su_l, su_d, sdt_l, sdt_d, sB_l, sB_n, work_ptr, tile,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    RECORD: tl.constexpr,
+):  # fmt: skip
+    """The forward state after steps t0 .. t1 - 1, starting from `h` (the state before t0): the backward
+    pass's recomputation. With RECORD, the state after step t is also stored in work slot t - t0 + 1."""
+    for t in range(t0, t1):
+        u, dt, _, Bt = _step_inputs(
+            u_ptr, dt_ptr, B_ptr, t, d, n, dm, nm, bias,
+            su_l, su_d, sdt_l, sdt_d, sB_l, sB_n, HAS_BIAS, SOFTPLUS,
+        )  # fmt: skip
+        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+        if RECORD:
+            tl.store(work_ptr + (t - t0 + 1) * BLOCK_D * BLOCK_N + tile, h)
+    return h
+
+
+@triton.jit
 def _scan_forward_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, last_ptr,
     L, D_INNER, N,
@@ -137,27 +157,11 @@ def _scan_backward_kernel(
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     for c in range(chunks):
         tl.store(starts_ptr + c * D_INNER * N, h, mask=dn_mask)
-        for t in range(c * CHUNK, tl.minimum(L, c * CHUNK + CHUNK)):
-            u, dt, _, Bt = _step_inputs(
-                u_ptr,
-                dt_ptr,
-                B_ptr,
-                t,
-                d,
-                n,
-                dm,
-                nm,
-                bias,
-                su_l,
-                su_d,
-                sdt_l,
-                sdt_d,
-                sB_l,
-                sB_n,
-                HAS_BIAS,
-                SOFTPLUS,
-            )
-            h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+        h = _advance(
+            h, A, c * CHUNK, tl.minimum(L, c * CHUNK + CHUNK), u_ptr, dt_ptr, B_ptr, d, n, dm, nm, bias,
+            su_l, su_d, sdt_l, sdt_d, sB_l, sB_n, work_ptr, tile,
+            HAS_BIAS, SOFTPLUS, BLOCK_D, BLOCK_N, False,
+        )  # fmt: skip
 
     # 2. chunks from last to first: recompute their states, then walk them backwards
     carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # exp(dt_{t+1} A) * dh_{t+1}
@@ -175,51 +179,19 @@ def _scan_backward_kernel(
         t1 = tl.minimum(L, t0 + CHUNK)
         h = tl.load(starts_ptr + c * D_INNER * N, mask=dn_mask, other=0.0)
         tl.store(work_ptr + tile, h)
-        for t in range(t0, t1):
-            u, dt, _, Bt = _step_inputs(
-                u_ptr,
-                dt_ptr,
-                B_ptr,
-                t,
-                d,
-                n,
-                dm,
-                nm,
-                bias,
-                su_l,
-                su_d,
-                sdt_l,
-                sdt_d,
-                sB_l,
-                sB_n,
-                HAS_BIAS,
-                SOFTPLUS,
-            )
-            h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
-            tl.store(work_ptr + (t - t0 + 1) * BLOCK_D * BLOCK_N + tile, h)
+        h = _advance(
+            h, A, t0, t1, u_ptr, dt_ptr, B_ptr, d, n, dm, nm, bias,
+            su_l, su_d, sdt_l, sdt_d, sB_l, sB_n, work_ptr, tile,
+            HAS_BIAS, SOFTPLUS, BLOCK_D, BLOCK_N, True,
+        )  # fmt: skip
         tl.debug_barrier()
         h = tl.load(work_ptr + (t1 - t0) * BLOCK_D * BLOCK_N + tile)
         for i in range(t1 - t0):
             t = t1 - 1 - i
             u, dt, dt_raw, Bt = _step_inputs(
-                u_ptr,
-                dt_ptr,
-                B_ptr,
-                t,
-                d,
-                n,
-                dm,
-                nm,
-                bias,
-                su_l,
-                su_d,
-                sdt_l,
-                sdt_d,
-                sB_l,
-                sB_n,
-                HAS_BIAS,
-                SOFTPLUS,
-            )
+                u_ptr, dt_ptr, B_ptr, t, d, n, dm, nm, bias,
+                su_l, su_d, sdt_l, sdt_d, sB_l, sB_n, HAS_BIAS, SOFTPLUS,
+            )  # fmt: skip
             Ct = tl.load(C_ptr + t * sC_l + n * sC_n, mask=nm, other=0.0).to(tl.float32)
             gy = tl.load(gy_ptr + t * sgy_l + d * sgy_d, mask=dm, other=0.0).to(tl.float32)
             h_prev = tl.load(work_ptr + (t - t0) * BLOCK_D * BLOCK_N + tile)

@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from delphi.data.sequences import MIN_SEQ_LEN
 from delphi.errors import DelphiError, did_you_mean
 from delphi.hub.client import parse_hub_ref
 from delphi.inputs import check_local, check_local_or_hub, check_output_dir, is_hub_id, missing_path_error
@@ -26,7 +27,6 @@ from delphi.recipe.optimizer import optimizer_value_problems, optimizer_values
 from delphi.recipe.schema import DELPHI_CONTROLLED, Recipe, check_steps, source_dirs
 from delphi.recipe.typecheck import type_problem
 from delphi.recipe.usercode import import_callback
-from delphi.sequences import MIN_SEQ_LEN
 
 # ---------------------------------------------------------------- validation
 

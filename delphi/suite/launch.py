@@ -8,7 +8,6 @@ Shared by both executors: this machine's process pool (delphi.suite.local) and S
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -20,11 +19,13 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from delphi import atomic
+from delphi.layout import RUN_LOG_FILE
 from delphi.provenance import scrub_argv
 from delphi.run_status import ATTEMPT_NAME, FAILED
 from delphi.suite.plan import SuiteRun
 
-LOG_NAME = "train.log"
+LOG_NAME = RUN_LOG_FILE
 INTERRUPTED = "interrupted"
 OK = "ok"
 # exit statuses of a run stopped by SIGINT/SIGTERM (delphi's own 130, a signal death, a shell's 128+N)
@@ -81,10 +82,7 @@ def _now() -> str:
 
 def write_attempt(out_dir: str | os.PathLike, record: dict) -> None:
     """Replace the attempt record atomically (a reader never sees half a file)."""
-    path = Path(out_dir) / ATTEMPT_NAME
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic.write_json(Path(out_dir) / ATTEMPT_NAME, record)
 
 
 def outcome_of(returncode: int, stopped: bool) -> str:

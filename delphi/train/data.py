@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 
+from delphi.data.splits import load_split
 from delphi.errors import DelphiError
 from delphi.recipe import Recipe
-from delphi.splits import load_split
 
 TOKENS = "tokens"
 _CHECK_BATCH_ROWS = 65_536
@@ -21,7 +21,7 @@ _CHECK_BATCH_ROWS = 65_536
 def load_token_split(source: str | os.PathLike, split: str, feature: str = TOKENS):
     """One split of a token dataset as a `datasets.Dataset` with the single column `tokens`.
 
-    `source` is anything `delphi.splits.load_split` takes (local dir/file or hub id; `train[:10%]` slicing).
+    `source` is anything `delphi.data.splits.load_split` takes (local dir/file or hub id; `train[:10%]` slicing).
     """
     ds = load_split(source, split)
     if feature not in ds.column_names:

@@ -17,6 +17,8 @@ import os
 import shlex
 from pathlib import Path
 
+from delphi.layout import SHARED_MARKER_PREFIX
+
 log = logging.getLogger(__name__)
 
 
@@ -230,7 +232,7 @@ def check_shared_out_dir(out_dir: str | os.PathLike) -> None:
     import torch.distributed as dist
 
     out_dir = Path(out_dir)
-    marker = out_dir / f".delphi-shared-{agree(lambda: secrets.token_hex(8))}"
+    marker = out_dir / f"{SHARED_MARKER_PREFIX}{agree(lambda: secrets.token_hex(8))}"
     main = dist.get_rank() == 0
     created = not out_dir.exists() if main else False
 

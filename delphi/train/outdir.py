@@ -39,6 +39,8 @@ from delphi.layout import (
     CONFIG_FILE,
     LOCK_FILE,
     RECIPE_FILE,
+    REPLACED_COMMITTED,
+    REPLACED_COMPLETE,
     REPLACED_DIR,
     WEIGHTS_FILE,
     latest_resumable,
@@ -216,7 +218,7 @@ def _check_same_model(recipe: Recipe, checkpoint: Path) -> None:
 #   `.committed`             the new run has a checkpoint: delete the old run
 # SIGINT and SIGTERM are held back while entries move, so only SIGKILL can stop a move half-way.
 
-_COMPLETE, _COMMITTED = ".complete", ".committed"
+_COMPLETE, _COMMITTED = REPLACED_COMPLETE, REPLACED_COMMITTED
 
 
 def _entries(out_dir: Path, keep: tuple[Path, ...]) -> list[Path]:

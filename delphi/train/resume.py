@@ -19,8 +19,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from delphi.hub.client import link_or_copy
-from delphi.layout import WEIGHTS_FILE
+from delphi.atomic import link_or_copy
+from delphi.layout import RESUME_VIEW_PREFIX, WEIGHTS_FILE
 from delphi.train.checkpoints import FSDP_WEIGHTS
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ NAMED_OPTIMIZER = "optimizer.bin"  # accelerate's FSDP optimizer file: the full 
 
 
 def resume_view_dir(folder: Path) -> Path:
-    return folder.parent / f".resume-{folder.name}"
+    return folder.parent / f"{RESUME_VIEW_PREFIX}{folder.name}"
 
 
 def needs_view(folder: Path, fsdp: bool) -> bool:

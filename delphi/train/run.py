@@ -24,9 +24,18 @@ from transformers import TrainingArguments
 from transformers.utils import logging as hf_logging
 
 from delphi import atomic
+from delphi.data.tokenizer import load_tokenizer
 from delphi.errors import DelphiError
 from delphi.hub.publish import check_hub, close_hub_uploader, open_hub_uploader
-from delphi.layout import RECIPE_FILE, REPLACED_DIR, RUN_CONTEXT_FILE, list_checkpoints, read_checkpoint_meta
+from delphi.layout import (
+    HUB_RESUME_DIR,
+    LOCK_FILE,
+    RECIPE_FILE,
+    REPLACED_DIR,
+    RUN_CONTEXT_FILE,
+    list_checkpoints,
+    read_checkpoint_meta,
+)
 from delphi.mamba import check_scan_path, scan_paths_in_use
 from delphi.models import build_config, build_model, check_vocab, count_parameters
 from delphi.provenance import run_context
@@ -34,7 +43,6 @@ from delphi.recipe import Recipe, recipe_problems, refusal
 from delphi.recipe.optimizer import OPTIMIZER_KEYS, optimizer_value_problems
 from delphi.recipe.usercode import import_callback
 from delphi.run_status import hold_run_lock
-from delphi.tokenizer import load_tokenizer
 from delphi.train.arguments import training_arguments
 from delphi.train.callbacks import HubPublisher, OnFirstCheckpoint, RecipeToWandb
 from delphi.train.checkpoints import disk_full_error, is_disk_full, remove_partial_checkpoint
@@ -418,6 +426,6 @@ def _remove_if_only_leftovers(out_dir: Path) -> None:
     """After a failed start: remove an out_dir this process created, if nothing but its own leftovers is in it."""
     if not out_dir.is_dir():
         return
-    leftovers = {".hub-resume", ".delphi.lock"}
+    leftovers = {HUB_RESUME_DIR, LOCK_FILE}
     if all(p.name in leftovers for p in out_dir.iterdir()):
         shutil.rmtree(out_dir, ignore_errors=True)

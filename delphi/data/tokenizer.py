@@ -3,17 +3,22 @@
 GPT-2-style byte-level BPE is reversible (`decode(encode(text)) == text` for any text), so a
 narrow corpus gets a small vocabulary without unknown tokens. The special tokens sit at fixed
 ids so every model of a suite agrees on them: `<bos>` 0, `<eos>` 1, `<pad>` 2.
-Encoding adds no special tokens: the dataset step places `<bos>`/`<eos>` itself.
+Encoding adds no special tokens: the dataset step places `<bos>`/`<eos>` itself. Documents are text,
+so the literal string `<eos>` in a story is encoded as the bytes `<`, `e`, ... and never as the special
+token (`split_special_tokens`, saved in `tokenizer_config.json`, so plain `AutoTokenizer` does the same).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
+from delphi.atomic import OutputFolder
+from delphi.data.splits import load_split, require_text_feature
 from delphi.errors import DelphiError
+from delphi.hub.client import ensure_repo, upload_dir
+from delphi.inputs import check_local_or_hub
 
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
 BYTE_ALPHABET_SIZE = 256
@@ -47,6 +52,7 @@ def build_tokenizer(text_batches, vocab_size: int, *, show_progress: bool = True
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
+    core.encode_special_tokens = True  # a literal `<eos>` in the corpus is text while training, too
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
@@ -63,6 +69,8 @@ def build_tokenizer(text_batches, vocab_size: int, *, show_progress: bool = True
         pad_token="<pad>",
         # the default (True) strips spaces before punctuation on decode: not reversible for BPE
         clean_up_tokenization_spaces=False,
+        # documents are text: `<eos>` written in a story is not the end of a document
+        split_special_tokens=True,
     )
 
 
@@ -81,18 +89,14 @@ def train_tokenizer(
     All checks (output target, vocab size, input, column) happen before training, and the
     output directory appears only once the tokenizer is completely written.
     """
-    from delphi.splits import load_split, require_text_feature
-
     if out_dir is None and out_repo is None:
         raise DelphiError("no output given: pass --out-dir, --out-repo, or both")
     if vocab_size < MIN_VOCAB_SIZE:
         build_tokenizer(iter(()), vocab_size)  # raises the explanatory error
-    out_path = Path(out_dir) if out_dir is not None else None
-    if out_path is not None:
-        _check_out_dir(out_path, overwrite)
+    out = None
+    if out_dir is not None:
+        out = OutputFolder.claim(out_dir, finds=_tokenizer_files, what="a tokenizer", overwrite=overwrite)
     if out_repo is not None:
-        from delphi.hub.client import ensure_repo
-
         ensure_repo(out_repo, repo_type="model")
 
     ds = load_split(in_dataset, split)
@@ -108,20 +112,16 @@ def train_tokenizer(
             vocab_size,
         )
 
-    with tempfile.TemporaryDirectory(
-        dir=out_path.parent if out_path is not None else None, prefix=".tokenizer-"
-    ) as tmp:
+    with out.staging() if out is not None else tempfile.TemporaryDirectory(prefix="delphi-tokenizer-") as tmp:
         tokenizer.save_pretrained(tmp)
         location = None
         if out_repo is not None:
-            from delphi.hub.client import upload_dir
-
             upload_dir(tmp, out_repo, commit_message=f"Tokenizer: byte-level BPE, vocab {len(tokenizer)}")
             location = f"hub repo {out_repo}"
-        if out_path is not None:
-            _install(Path(tmp), out_path)
-            location = str(out_path) if location is None else f"{out_path} and {location}"
-    return {"vocab_size": len(tokenizer), "location": location, "out_dir": out_path}
+        if out is not None:
+            out.install(Path(tmp))
+            location = str(out.path) if location is None else f"{out.path} and {location}"
+    return {"vocab_size": len(tokenizer), "location": location, "out_dir": out.path if out else None}
 
 
 # the files any tokenizer transformers can load from a folder has at least one of
@@ -131,10 +131,11 @@ TOKENIZER_FILE_NAMES = frozenset(
 
 
 def load_tokenizer(name_or_path: str | Path, *, revision: str | None = None):
-    """Load a tokenizer from a directory or hub id and check it has the specials delphi relies on."""
-    from transformers import AutoTokenizer
+    """Load a tokenizer from a directory or hub id and check it has the specials delphi relies on.
 
-    from delphi.inputs import check_local_or_hub
+    It encodes text as text (`split_special_tokens`), also when it was saved before delphi said so.
+    """
+    from transformers import AutoTokenizer
 
     where = check_local_or_hub(str(name_or_path), what="tokenizer")
     if where == "local" and Path(name_or_path).expanduser().is_dir():
@@ -145,7 +146,9 @@ def load_tokenizer(name_or_path: str | Path, *, revision: str | None = None):
                 "expected the --out-dir of `delphi tokenizer`, a run's step folder, or a hub id"
             )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(name_or_path), revision=revision, split_special_tokens=True
+        )
     except (OSError, ValueError) as e:
         text = " ".join(str(e).split())  # transformers' messages span several lines
         raise DelphiError(f"could not load tokenizer {str(name_or_path)!r}: {text}") from e
@@ -163,30 +166,5 @@ def require_specials(tokenizer) -> None:
             )
 
 
-def _check_out_dir(out_path: Path, overwrite: bool) -> None:
-    from delphi.inputs import check_output_dir
-
-    check_output_dir(out_path)
-    existing = [f for f in _TOKENIZER_FILES if (out_path / f).exists()]
-    if existing and not overwrite:
-        raise DelphiError(
-            f"--out-dir {str(out_path)!r} already holds a tokenizer ({', '.join(existing)}); "
-            "pass --overwrite to replace it"
-        )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _install(tmp: Path, out_path: Path) -> None:
-    """Move a completely written tokenizer into `out_path`, replacing only tokenizer files."""
-    from delphi import atomic
-
-    if not out_path.exists():
-        staged = out_path.with_name(f".{out_path.name}.partial")
-        shutil.rmtree(staged, ignore_errors=True)
-        shutil.copytree(tmp, staged)
-        atomic.replace_dir(staged, out_path)
-        return
-    for f in _TOKENIZER_FILES:
-        (out_path / f).unlink(missing_ok=True)
-    for f in tmp.iterdir():
-        atomic.write_atomically(out_path / f.name, lambda temp, f=f: shutil.copy2(f, temp))
+def _tokenizer_files(folder: Path) -> list[Path]:
+    return [folder / f for f in _TOKENIZER_FILES if (folder / f).exists()]

@@ -29,9 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from delphi import atomic
+from delphi import __version__
+from delphi.atomic import OutputFolder, link_or_copy, write_text
+from delphi.data.splits import load_split, require_text_feature, split_name
+from delphi.data.tokenizer import load_tokenizer, require_specials
 from delphi.errors import DelphiError
-from delphi.hub.client import link_or_copy
+from delphi.hub.client import ensure_repo, upload_dir
+from delphi.inputs import check_output_dir
 
 MIN_SEQ_LEN = 3
 SHARD_NAME = "{split}-{index:05d}.parquet"
@@ -84,8 +88,6 @@ def tokenize_dataset(
     Returns `{"location", "seq_len", "splits": {name: {"documents", "tokens", "dropped_tokens",
     "sequences", "files"}}}`, where `tokens` counts the stream (document tokens plus one `<eos>` each).
     """
-    from delphi.splits import load_split, require_text_feature
-
     _check_seq_len(seq_len)
     for name, value in (("batch size", batch_size), ("chunk size", chunk_size)):
         if value < 1:
@@ -93,8 +95,7 @@ def tokenize_dataset(
     if out_dir is None and out_repo is None:
         raise DelphiError("no output given: pass --out-dir, --out-repo, or both")
     split_names = _split_names(splits)
-    out_path = Path(out_dir) if out_dir is not None else None
-    stale = _check_out_dir(out_path, in_dataset, overwrite) if out_path is not None else []
+    out = _claim_out_dir(out_dir, in_dataset, overwrite) if out_dir is not None else None
     tokenizer = _load_tokenizer(tokenizer)
     datasets_by_split = {}
     for split, name in zip(splits, split_names, strict=True):
@@ -102,34 +103,23 @@ def tokenize_dataset(
         require_text_feature(ds, feature, str(in_dataset))
         datasets_by_split[name] = ds
     if out_repo is not None:
-        from delphi.hub.client import ensure_repo
-
         ensure_repo(out_repo, repo_type="dataset")
 
-    created = out_path is not None and not out_path.exists()
-    if out_path is not None:
-        out_path.mkdir(parents=True, exist_ok=True)
-    try:
-        with tempfile.TemporaryDirectory(dir=out_path, prefix=".delphi-dataset-") as tmp:
-            work = Path(tmp)
-            stats = {
-                name: _tokenize_split(ds, feature, tokenizer, seq_len, batch_size, chunk_size, work, name)
-                for name, ds in datasets_by_split.items()
-            }
-            metadata = _metadata(in_dataset, feature, splits, tokenizer, seq_len, stats)
-            staging = _stage_for_hub(work, metadata) if out_repo is not None else None
-            if out_path is not None:
-                _write_metadata(work, metadata, prefix="")
-                _install(work, out_path, stale)
-            if staging is not None:
-                _push(staging, out_repo, metadata, kept=out_path)
-    except BaseException:
-        if created and not any(out_path.iterdir()):
-            out_path.rmdir()
-        raise
-    locations = [str(p) for p in (out_path,) if p is not None] + (
-        [f"hub dataset repo {out_repo}"] if out_repo is not None else []
-    )
+    with out.staging() if out is not None else tempfile.TemporaryDirectory(prefix="delphi-dataset-") as tmp:
+        work = Path(tmp)
+        stats = {
+            name: _tokenize_split(ds, feature, tokenizer, seq_len, batch_size, chunk_size, work, name)
+            for name, ds in datasets_by_split.items()
+        }
+        metadata = _metadata(in_dataset, feature, splits, tokenizer, seq_len, stats)
+        staging = _stage_for_hub(work, metadata) if out_repo is not None else None
+        if out is not None:
+            _write_metadata(work, metadata, prefix="")
+            out.install(work)
+        if staging is not None:
+            _push(staging, out_repo, metadata, kept=out.path if out is not None else None)
+    locations = [str(out.path)] if out is not None else []
+    locations += [f"hub dataset repo {out_repo}"] if out_repo is not None else []
     return {"location": " and ".join(locations), "seq_len": seq_len, "splits": stats}
 
 
@@ -145,7 +135,7 @@ def _metadata(in_dataset, feature: str, splits: list[str], tokenizer, seq_len: i
         "eos_token_id": tokenizer.eos_token_id,
         "seq_len": seq_len,
         "splits": stats,
-        "delphi_version": _delphi_version(),
+        "delphi_version": __version__,
     }
 
 
@@ -160,8 +150,6 @@ def _check_seq_len(seq_len: int) -> None:
 
 def _split_names(splits: list[str]) -> list[str]:
     """File-name form of each split (`train[:10%]` -> `train`); two specs may not share a name."""
-    from delphi.splits import split_name
-
     if isinstance(splits, str) or not splits:
         raise DelphiError(f"splits must be a non-empty list of split names, e.g. ['train'], got {splits!r}")
     names = [split_name(s) for s in splits]
@@ -173,31 +161,24 @@ def _split_names(splits: list[str]) -> list[str]:
     return names
 
 
-def _check_out_dir(out_path: Path, in_dataset, overwrite: bool) -> list[Path]:
-    """Refuse to clobber a dataset already in `out_path` (unless `overwrite`); return its files."""
-    from delphi.inputs import check_output_dir
-
-    check_output_dir(out_path)
+def _claim_out_dir(out_dir, in_dataset, overwrite: bool) -> OutputFolder:
+    """Refuse to write into the input's own folder, or over a dataset already there (unless `overwrite`)."""
+    out_path = check_output_dir(out_dir)
     source = Path(in_dataset).expanduser()
     source_dir = source.resolve().parent if source.is_file() else source.resolve()
     if source.exists() and out_path.resolve() == source_dir:
         raise DelphiError(f"--out-dir {str(out_path)!r} holds the input {str(in_dataset)!r}; choose another")
-    if not out_path.is_dir():
-        return []
-    existing = sorted(out_path.glob(SHARD_GLOB))
-    existing += [out_path / f for f in (METADATA_FILE, CARD_FILE) if (out_path / f).exists()]
-    if existing and not overwrite:
-        names = ", ".join(p.name for p in existing[:5]) + (", ..." if len(existing) > 5 else "")
-        raise DelphiError(
-            f"--out-dir {str(out_path)!r} already holds a dataset ({names}); pass --overwrite to replace it"
-        )
-    return existing
+    return OutputFolder.claim(out_path, finds=_dataset_files, what="a dataset", overwrite=overwrite)
+
+
+def _dataset_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob(SHARD_GLOB)) + [
+        folder / f for f in (METADATA_FILE, CARD_FILE) if (folder / f).exists()
+    ]
 
 
 def _load_tokenizer(tokenizer):
     """A loaded tokenizer (loading it from a directory or hub id) that has `<bos>` and `<eos>`."""
-    from delphi.tokenizer import load_tokenizer, require_specials
-
     if isinstance(tokenizer, str | os.PathLike):
         return load_tokenizer(tokenizer)
     require_specials(tokenizer)
@@ -207,13 +188,17 @@ def _load_tokenizer(tokenizer):
 def _encoder(tokenizer):
     """A function: list of texts -> list of token-id lists, without special tokens.
 
+    Documents are text: a literal `<eos>` in one is encoded as ordinary bytes (`encode_special_tokens`),
+    whatever the tokenizer was saved with; only this module places `<bos>` and `<eos>`.
     Calls the Rust tokenizer's `encode_batch_fast` directly when there is one: same ids as
     `tokenizer(texts)`, about 35% faster because it skips offsets and the `BatchEncoding`.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and hasattr(backend, "encode_batch_fast"):
+        # transformers sets this flag again on each of its own encode calls, so changing it here is safe
+        backend.encode_special_tokens = True
         return lambda texts: [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-    return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return lambda texts: tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 def _join_documents(head: np.ndarray, documents: list[list[int]], eos_id: int) -> np.ndarray:
@@ -324,7 +309,7 @@ def _write_metadata(directory: Path, metadata: dict, *, prefix: str) -> None:
         name: {**info, "files": [prefix + f for f in info["files"]]}
         for name, info in metadata["splits"].items()
     }
-    (directory / METADATA_FILE).write_text(json.dumps({**metadata, "splits": splits}, indent=2) + "\n")
+    write_text(directory / METADATA_FILE, json.dumps({**metadata, "splits": splits}, indent=2) + "\n")
     configs = "".join(
         f"  - split: {name}\n    path:\n" + "".join(f"    - {f}\n" for f in info["files"])
         for name, info in splits.items()
@@ -347,7 +332,7 @@ def _write_metadata(directory: Path, metadata: dict, *, prefix: str) -> None:
         "| split | documents | tokens (with `<eos>`) | sequences | shards |\n|---|---|---|---|---|\n"
         f"{rows}"
     )
-    (directory / CARD_FILE).write_text(card)
+    write_text(directory / CARD_FILE, card)
 
 
 def _stage_for_hub(work: Path, metadata: dict) -> Path:
@@ -363,8 +348,6 @@ def _stage_for_hub(work: Path, metadata: dict) -> Path:
 
 def _push(staging: Path, repo_id: str, metadata: dict, *, kept: Path | None) -> None:
     """Upload the staged dataset in one commit; say where the local copy is if that fails."""
-    from delphi.hub.client import upload_dir
-
     counts = ", ".join(f"{name}: {info['sequences']}" for name, info in metadata["splits"].items())
     try:
         upload_dir(
@@ -376,22 +359,3 @@ def _push(staging: Path, repo_id: str, metadata: dict, *, kept: Path | None) -> 
     except DelphiError as e:
         where = f"the local copy in {str(kept)!r} is complete" if kept else "nothing was kept locally"
         raise DelphiError(f"{e} ({where})") from e
-
-
-def _install(work: Path, out_path: Path, stale: list[Path]) -> None:
-    """Move the finished files into `out_path`, then remove old dataset files the new ones did not replace."""
-    new = [p for p in work.iterdir() if p.is_file()]
-    for path in new:
-        atomic.fsync_file(path)
-        os.replace(path, out_path / path.name)
-    atomic.fsync_dir(out_path)
-    fresh = {p.name for p in new}
-    for path in stale:
-        if path.name not in fresh:
-            path.unlink(missing_ok=True)
-
-
-def _delphi_version() -> str:
-    from delphi import __version__
-
-    return __version__

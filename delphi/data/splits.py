@@ -49,13 +49,15 @@ def load_split(source: str | os.PathLike, split: str = "train", *, revision: str
                     f"expected one of {', '.join(sorted(_BUILDER_BY_SUFFIX))} or a directory"
                 )
             name = split_name(split)
-            return datasets.load_dataset(builder, data_files={name: str(path)}, split=split)
+            files = _rows_or_refuse(builder, [str(path)], split, source)
+            return datasets.load_dataset(builder, data_files={name: files}, split=split)
         if path.is_dir():
             if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
                 return _load_saved(path, split)
             found = _split_files(path, split_name(split))
             if found is not None:
                 builder, files = found
+                files = _rows_or_refuse(builder, files, split, source)
                 return datasets.load_dataset(builder, data_files={split_name(split): files}, split=split)
             return datasets.load_dataset(str(path), split=split)
         if path.exists():
@@ -85,6 +87,22 @@ def load_split(source: str | os.PathLike, split: str = "train", *, revision: str
             f"could not load dataset {source!r} from the hub ({type(e).__name__}: {e}); "
             "check the id, your network and HF_TOKEN, or pass a local path"
         ) from e
+
+
+def _rows_or_refuse(builder: str, files: list[str], split: str, source: str) -> list[str]:
+    """The parquet files among `files` that hold rows; a split whose files hold none is refused here.
+
+    datasets cannot read a 0-row parquet file: it logs the arrow error twice and shows a progress bar
+    before raising, so delphi reads the row counts from the files' footers first (no data is read).
+    """
+    if builder != "parquet":
+        return files
+    import pyarrow.parquet as pq
+
+    with_rows = [f for f in files if pq.ParquetFile(f).metadata.num_rows > 0]
+    if not with_rows:
+        raise DelphiError(f"split {split!r} of {source!r} is empty (its data files hold no rows)")
+    return with_rows
 
 
 def _split_files(folder: Path, name: str) -> tuple[str, list[str]] | None:
