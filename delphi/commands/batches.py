@@ -8,6 +8,14 @@ from pathlib import Path
 from delphi import atomic
 from delphi.errors import DelphiError
 
+HELP = "what every optimizer step trained on, recomputed from the recipe and data (no training)"
+DESCRIPTION = (
+    "Recompute the data order of a run (a run directory, recipe file or hub repo) from its recipe and "
+    "tokenized train split: for each step, every position of its global batch, the sequence's index in the "
+    "train split and its tokens (with --decode, its text). --sequence lists the steps that trained on a "
+    "sequence; --stat writes a function of each step's tokens."
+)
+
 
 def add_arguments(parser) -> None:
     parser.add_argument(
@@ -48,9 +56,8 @@ def add_arguments(parser) -> None:
     )
 
 
-def run_cli(args) -> None:
+def run(args) -> None:
     """`delphi batches`: cheap checks first (output name, recipe, --stat import), then the data."""
-    # imported here, not at the top: this module is read to build `delphi --help`, these pull in torch
     from delphi.data.tokenizer import load_tokenizer
     from delphi.evaluate.batches import (
         describe,
