@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from delphi.data.tokenizer import load_tokenizer
 from delphi.devices import resolve_device
 from delphi.errors import DelphiError
+from delphi.layout import CONFIG_FILE, checkpoint_ref, list_checkpoints
 
 
 def resolve_checkpoint(model: str | Path, revision: str | None = None) -> tuple[str, str | None]:
     """(where to load from, hub revision) for a step folder, a run directory (its `revision` step, or its
     newest complete checkpoint) or a hub repo id (see `delphi.layout.checkpoint_ref`)."""
-    from delphi.layout import CONFIG_FILE, checkpoint_ref, list_checkpoints
-
     ref = checkpoint_ref(model, revision)
     if ref.local and ref.branch is None:
         if (Path(ref.run) / CONFIG_FILE).is_file():
@@ -62,8 +62,6 @@ def generate(
 
     import torch
     from transformers import AutoModelForCausalLM
-
-    from delphi.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(where, revision=revision)
     try:

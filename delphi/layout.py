@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from delphi.errors import DelphiError
+from delphi.inputs import check_local_or_hub
 
 RECIPE_FILE = "recipe.yaml"
 RUN_CONTEXT_FILE = "run_context.json"
@@ -196,8 +197,6 @@ def checkpoint_ref(model: str | os.PathLike, revision: str | None = None) -> Che
     - a hub repo id `org/name`: branch `revision` (or none);
     Anything else is a DelphiError that says which of these was expected.
     """
-    from delphi.inputs import check_local_or_hub
-
     text = str(model)
     path = Path(text).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).is_file():

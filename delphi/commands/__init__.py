@@ -3,9 +3,10 @@
 status. The train command is delphi.train.command, because `python -m delphi.train` (what launchers
 run) must reach it from inside delphi/train/ without an import back up to this package.
 
-A command module imports only argparse at its top and the stage it runs inside `run` (and `batches` its
-arguments too): every stage imports torch, transformers or datasets, and `delphi --help` must not wait
-for them. That is the one place delphi imports its own modules lazily.
+A command module imports only argparse at its top and the stage it runs inside `run`: every stage
+imports torch, transformers or datasets, and `delphi --help` must not wait for them. That is the one
+place delphi imports its own modules lazily (with `delphi.train`'s `DelphiTrainer`, which the train
+command's package would otherwise load at `--help`, and the Triton scan, whose `triton` is optional).
 """
 
 from __future__ import annotations

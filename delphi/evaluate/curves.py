@@ -22,7 +22,10 @@ import yaml
 from delphi import atomic
 from delphi.errors import DelphiError
 from delphi.evaluate.sources import checkpoint_meta, is_local, list_branches, read_checkpoint_file, run_name
-from delphi.inputs import check_output_dir
+from delphi.inputs import check_local_or_hub, check_output_dir
+from delphi.layout import CONFIG_FILE, list_checkpoints, parse_step
+from delphi.models import build_model, count_parameters
+from delphi.recipe import Recipe
 
 _SEED_SUFFIX = re.compile(r"-seed\d+$")
 _LINE_STYLES = ("-", "--", ":", "-.")
@@ -57,8 +60,6 @@ def _read_yaml(source: str, branch: str, name: str):
 
 def recipe_identity(recipe: dict) -> str:
     """What decides a run's weights apart from its seeds, as a canonical string."""
-    from delphi.recipe import Recipe
-
     identity = Recipe.identity_of(recipe)
     identity.pop("seeds", None)
     return json.dumps(identity, sort_keys=True, default=str)
@@ -75,8 +76,6 @@ def _run_details(source: str, branch: str) -> dict:
     parameters = context.get("parameters") if isinstance(context, dict) else None
     if not isinstance(parameters, int) and model:
         try:  # an older run: count on the meta device (no weights allocated)
-            from delphi.models import build_model, count_parameters
-
             parameters = count_parameters(build_model(model, device="meta"))[0]
         except Exception:  # a recipe this transformers cannot build: draw it without a size
             parameters = None
@@ -116,9 +115,6 @@ RUNS_EXPECTED = "a run directory, a directory of runs or a hub repo id 'org/name
 def _check_run(run: str) -> None:
     """A DelphiError unless `run` can be a run, a directory of runs or a hub repo: a missing path, a step
     folder (one checkpoint: its run is its parent) or a model folder outside any run."""
-    from delphi.inputs import check_local_or_hub
-    from delphi.layout import CONFIG_FILE, parse_step
-
     if not is_local(run):
         check_local_or_hub(run, what=RUNS_EXPECTED)
         return
@@ -143,8 +139,6 @@ def expand_runs(runs: list[str | os.PathLike]) -> list[str]:
     """Run directories and hub repos as given, with a directory of runs replaced by its runs (sorted);
     a run named more than once (directly, or also inside a directory of runs) is kept once, where it
     first appears. Anything that cannot be a run is a DelphiError that says what was expected."""
-    from delphi.layout import list_checkpoints
-
     out: dict[str, str] = {}
     for run in map(str, runs):
         _check_run(run)

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from delphi import atomic
+from delphi.data.splits import load_split, split_name
+from delphi.devices import resolve_device
 from delphi.errors import DelphiError
 from delphi.evaluate.sources import ALL, is_local, load_location, run_and_branches, select_branches
-from delphi.hub.client import hub_error
+from delphi.hub.client import ensure_repo, hub_error
 from delphi.inputs import check_output_dir
 
 log = logging.getLogger(__name__)
@@ -272,10 +274,6 @@ def logprobs_for_checkpoints(
     Returns {branch: {"status": "computed" | "skipped", "location": ..., **counts}}. Checkpoints whose
     result already exists (locally and, with `out_repo`, on the hub) are skipped.
     """
-    from delphi.data.splits import load_split, split_name
-    from delphi.devices import resolve_device
-    from delphi.hub.client import ensure_repo
-
     if out_dir is None and out_repo is None:
         raise DelphiError("nowhere to write: give --out-dir, --out-repo or both")
     if batch_size < 1:
@@ -337,8 +335,6 @@ def logprobs_for_checkpoints(
 
 def load_logprobs(location: str | os.PathLike, branch: str, split: str = "validation"):
     """The logprobs dataset of one checkpoint, from an `--out-dir` or a `--out-repo` (hub dataset)."""
-    from delphi.data.splits import load_split
-
     path = Path(location)
     if path.exists():
         return load_split(path / branch, split)

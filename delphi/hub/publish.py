@@ -25,12 +25,21 @@ from pathlib import Path
 
 from delphi.atomic import link_or_copy
 from delphi.errors import DelphiError
-from delphi.hub.client import ensure_repo, local_files, publish_folder
+from delphi.hub.client import (
+    compare_with_remote,
+    download_revision,
+    ensure_repo,
+    local_files,
+    parse_hub_ref,
+    publish_folder,
+    remote_files,
+)
 from delphi.layout import (
     HUB_RESUME_DIR,
     HUB_STAGING_DIR,
     MAIN_BRANCH,
     branch_name,
+    has_resume_state,
     is_complete,
     is_resume_state,
     parse_step,
@@ -135,8 +144,6 @@ def publish_checkpoint_to_hub(
 def _branch_holds(staged: Path, repo_id: str, branch: str) -> bool:
     """True if `branch` already holds exactly the staged files (checked file by file); False if it does not
     or the hub cannot say."""
-    from delphi.hub.client import compare_with_remote, local_files, remote_files
-
     try:
         remote = remote_files(repo_id, branch)
     except Exception:  # the hub is still failing: the branch stays "failed"
@@ -292,9 +299,6 @@ def close_hub_uploader(uploader: HubUploader | None, recipe, *, main_process: bo
 
 def download_checkpoint(ref: str, out_dir: Path) -> Path:
     """Download hub branch "org/name@step400" into `{out_dir}/.hub-resume/` and check it can be resumed from."""
-    from delphi.hub.client import download_revision, parse_hub_ref
-    from delphi.layout import has_resume_state
-
     repo_id, revision = parse_hub_ref(ref)
     dest = Path(out_dir) / HUB_RESUME_DIR / revision  # main process only; the others read it (shared out_dir)
     if dest.exists():

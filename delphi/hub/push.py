@@ -11,7 +11,16 @@ import shutil
 from pathlib import Path
 
 from delphi.errors import DelphiError
-from delphi.layout import HUB_PUSH_STAGING_DIR
+from delphi.hub.client import ensure_repo
+from delphi.hub.publish import publish_checkpoint_to_hub, stage_checkpoint, summarize
+from delphi.inputs import check_local
+from delphi.layout import (
+    HUB_PUSH_STAGING_DIR,
+    MAIN_BRANCH,
+    branch_name,
+    list_checkpoints,
+    read_checkpoint_meta,
+)
 
 
 def push_run(
@@ -24,11 +33,6 @@ def push_run(
     retry_wait: float = 5.0,
 ) -> dict:
     """Publish every complete checkpoint of `run_dir` to `repo_id`; returns the summary (see `summarize`)."""
-    from delphi.hub.client import ensure_repo
-    from delphi.hub.publish import publish_checkpoint_to_hub, stage_checkpoint, summarize
-    from delphi.inputs import check_local
-    from delphi.layout import MAIN_BRANCH, branch_name, list_checkpoints, read_checkpoint_meta
-
     run_dir = check_local(str(run_dir), what="run directory")
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:

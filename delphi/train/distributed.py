@@ -17,6 +17,7 @@ import os
 import shlex
 from pathlib import Path
 
+from delphi.errors import DelphiError
 from delphi.layout import SHARED_MARKER_PREFIX
 
 log = logging.getLogger(__name__)
@@ -149,8 +150,6 @@ def agree(decide):
     The other processes wait (within the process group's timeout) and then return the same value or
     raise the same DelphiError. Without a process group it is just `decide()`.
     """
-    from delphi.errors import DelphiError
-
     if not _group_ready():
         return decide()
     import torch.distributed as dist
@@ -223,8 +222,6 @@ def check_shared_out_dir(out_dir: str | os.PathLike) -> None:
     with separate disks that silently breaks (they resume from nothing and the collectives mismatch),
     so process 0 writes a token file, every process looks for it, and all agree on the answer.
     """
-    from delphi.errors import DelphiError
-
     if not _group_ready():
         return
     import secrets
@@ -288,8 +285,6 @@ def check_parallelism(args, trainer=None) -> None:
     error for FSDP in one process), and with the Trainer, which knows what accelerate enabled.
     """
     import torch
-
-    from delphi.errors import DelphiError
 
     truthy = ("1", "true", "yes")
     asked = []

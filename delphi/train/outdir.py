@@ -34,6 +34,8 @@ from pathlib import Path
 import yaml
 
 from delphi.errors import DelphiError
+from delphi.hub.client import parse_hub_ref
+from delphi.hub.publish import download_checkpoint
 from delphi.inputs import check_output_dir
 from delphi.layout import (
     CONFIG_FILE,
@@ -48,6 +50,8 @@ from delphi.layout import (
     read_checkpoint_meta,
     run_entries,
 )
+from delphi.models import build_model
+from delphi.quiet import tied_parameter_names
 from delphi.recipe import Recipe
 from delphi.recipe.problems import check_resume_path
 from delphi.run_status import is_complete_run, lock_holder
@@ -153,13 +157,9 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def explicit_resume(recipe: Recipe) -> str | None:
     """The checkpoint a `resume:` path or hub branch names, checked (a hub branch is downloaded)."""
-    from delphi.hub.client import parse_hub_ref
-
     if recipe.resume in ("auto", "never"):
         return None
     if parse_hub_ref(recipe.resume) is not None:
-        from delphi.hub.publish import download_checkpoint
-
         checkpoint = download_checkpoint(recipe.resume, Path(recipe.out_dir))
     else:
         checkpoint = check_resume_path(recipe.resume)
@@ -174,14 +174,11 @@ def _check_same_model(recipe: Recipe, checkpoint: Path) -> None:
     the meta device (shapes only)."""
     from safetensors import safe_open
 
-    from delphi.models import build_model
-
     weights = checkpoint / WEIGHTS_FILE
     if not weights.is_file():
         return  # not a plain delphi step folder: the Trainer's own checks apply
     with safe_open(str(weights), framework="pt") as saved:
         have = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}
-    from delphi.quiet import tied_parameter_names
 
     model = build_model(recipe.model, device="meta")
     tied = tied_parameter_names(model)  # saved once, under the name they are tied to

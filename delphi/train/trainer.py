@@ -54,6 +54,7 @@ from delphi.train.checkpoints import remove_unfinished_saves
 from delphi.train.data import as_model_inputs, collate_sequences
 from delphi.train.distributed import end_processes_at_exit
 from delphi.train.flops import mfu_inputs
+from delphi.train.resume import build_resume_view, needs_view, resume_view_dir
 from delphi.train.sampler import DeterministicEpochSampler
 
 logger = logging.getLogger(__name__)
@@ -281,8 +282,6 @@ class DelphiTrainer(Trainer):
 
     def _resume_view(self, folder: Path) -> Path | None:
         """A resume view of `folder` when it was written by another process layout (delphi.train.resume)."""
-        from delphi.train.resume import build_resume_view, needs_view, resume_view_dir
-
         fsdp = bool(self.is_fsdp_enabled)
         if not needs_view(folder, fsdp):
             return None
