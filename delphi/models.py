@@ -11,7 +11,6 @@ import logging
 from typing import Any
 
 from delphi.errors import DelphiError
-from delphi.mamba import apply_scan_path
 from delphi.quiet import quiet_known_warnings
 from delphi.recipe.model_section import config_problems, model_class, model_config
 
@@ -39,8 +38,10 @@ def build_model(
     Mamba models run the `mamba_scan` selective scan (see `delphi.mamba`); weights and config are the same.
     transformers' warnings that do not apply to such a model are silenced (`delphi.quiet`).
     """
-    import torch
+    import torch  # torch, transformers and delphi.mamba (torch) only when a model is built: see delphi.commands
     import transformers
+
+    from delphi.mamba import apply_scan_path
 
     config = build_config(model_section)
     cls = model_class(model_section["architecture"])

@@ -6,7 +6,9 @@ run) must reach it from inside delphi/train/ without an import back up to this p
 A command module imports only argparse at its top and the stage it runs inside `run`: every stage
 imports torch, transformers or datasets, and `delphi --help` must not wait for them. That is the one
 place delphi imports its own modules lazily (with `delphi.train`'s `DelphiTrainer`, which the train
-command's package would otherwise load at `--help`, and the Triton scan, whose `triton` is optional).
+command's package would otherwise load at `--help`; delphi.mamba in `delphi.models.build_model`, so
+that checking recipes (`delphi validate`, `delphi suite`'s checks) does not wait for torch; and the Triton
+scan, whose `triton` is optional).
 """
 
 from __future__ import annotations
