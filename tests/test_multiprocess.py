@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from numerics import assert_losses_agree, threads_under_test
 from tiny import write_recipe
 
 from delphi.layout import list_checkpoints, read_checkpoint_meta
@@ -29,7 +30,8 @@ MULTI_CPU = ["--config_file", str(REPO / "accelerate_configs" / "multi-cpu.yaml"
 
 
 def env(**extra) -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
+    threads = str(threads_under_test())
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": threads, **extra}
 
 
 def run(args: list, cwd=REPO, timeout=600, **extra) -> subprocess.CompletedProcess:
@@ -90,6 +92,7 @@ def test_fsdp_asked_for_on_a_cpu_is_refused_before_training(stories_data, tmp_pa
     assert "Traceback" not in single.stderr and not (tmp_path / "run").exists()
 
 
+@pytest.mark.numerics
 def test_two_machines_on_one_host_train_and_resume(stories_data, tmp_path):
     """A shared out_dir: two machines train like one process, and a killed run resumes bitwise."""
     keep_all = {"every": 5, "steps": [1, 2, 4], "keep_optimizer": "all"}
@@ -103,9 +106,7 @@ def test_two_machines_on_one_host_train_and_resume(stories_data, tmp_path):
     one = write_recipe(tmp_path / "one.yaml", stories_data, tmp_path / "one")
     train(load_recipe([one]))
     losses_one, losses_two = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")
-    assert losses_one.keys() == losses_two.keys()
-    for step, loss in losses_one.items():
-        assert losses_two[step] == pytest.approx(loss, rel=1e-5), step
+    assert_losses_agree(losses_two, losses_one, what="per-step loss, two machines vs one process")
 
     # take the run back to step 5 (as if killed after it) and let the two machines finish it again
     for step, folder in list_checkpoints(tmp_path / "two"):
@@ -144,6 +145,7 @@ class StopAt5(TrainerCallback):
 """
 
 
+@pytest.mark.numerics
 def test_a_run_resumes_across_process_layouts(stories_data, tmp_path):
     """2 processes -> 1 and 1 -> 2: the same data order, losses within 1e-5 of an uninterrupted run."""
     (tmp_path / "stopcb.py").write_text(STOP_AT_5)
@@ -163,10 +165,7 @@ def test_a_run_resumes_across_process_layouts(stories_data, tmp_path):
             done = run([*command, recipe, *extra], **paths)
             assert done.returncode == 0, done.stderr[-3000:]
         assert "resuming from" in done.stderr and f"global batch 8 = {second} process(es)" in done.stderr
-        losses = step_losses(out)
-        assert losses.keys() == reference.keys()
-        for step, loss in reference.items():
-            assert losses[step] == pytest.approx(loss, rel=1e-5), (first, second, step)
+        assert_losses_agree(step_losses(out), reference, what=f"per-step loss, {first} -> {second} processes")
 
 
 def test_changing_only_execution_settings_resumes_the_run(stories_data, tmp_path):
