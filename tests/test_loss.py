@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from numerics import (
+    EPS32,
     assert_losses_agree,
     check,
     max_relative,
     summation_bound,
     threads_under_test,
-    weight_drift,
     worst_tensor_relative,
 )
 from tiny import write_recipe
@@ -359,13 +359,21 @@ def test_trainer_with_accumulation_trains_like_the_plain_path(tmp_path, token_di
     )
 
 
-def assert_fused_trains_like_plain(fused_losses, fused_weights, plain_losses, plain_weights):
+def assert_fused_trains_like_plain(fused_losses, fused_weights, plain_losses, plain_weights, steps=4):
     """SGD steps (the weights move with the gradients alone, no Adam normalisation): each step's loss within
-    the promise RTOL, and each tensor's distance between the two runs within RTOL of how far it moved."""
+    RTOL, and each tensor's distance between the two runs within RTOL of how far it moved, plus what storing
+    the weights in float32 costs: each step rounds every weight to eps of its size, whatever the gradient
+    (q and k barely move in 4 steps, so that rounding is most of their difference)."""
     assert_losses_agree(dict(enumerate(fused_losses)), dict(enumerate(plain_losses)), tolerance=RTOL)
-    start = dict(build_model(LLAMA, seed=0).named_parameters())
-    drift = weight_drift(fused_weights, plain_weights, {k: v.detach() for k, v in start.items()})
-    check("fused vs plain: weights, worst tensor's drift / movement", max(drift.values()), RTOL)
+    start = {k: v.detach().double() for k, v in build_model(LLAMA, seed=0).named_parameters()}
+    worst = 0.0
+    for name, plain in plain_weights.items():
+        plain = plain.double()
+        apart, moved = (fused_weights[name].double() - plain).norm(), (plain - start[name]).norm()
+        worst = max(worst, (apart / (RTOL * moved + 2 * steps * EPS32 * plain.norm())).item())
+    check(
+        "fused vs plain: weights, worst |diff| / (RTOL x movement + a float32 rounding per step)", worst, 1.0
+    )
 
 
 def ddp_worker(out_dir, data_dir, fused):
