@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from numerics import assert_losses_agree, threads_under_test
-from tiny import write_recipe
+from tiny import free_port, write_recipe
 
 from delphi.layout import list_checkpoints, read_checkpoint_meta
 from delphi.recipe import load_recipe
@@ -29,6 +28,11 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
 MULTI_CPU = ["--config_file", str(REPO / "accelerate_configs" / "multi-cpu.yaml")]
 
 
+def multi_cpu() -> list[str]:
+    """The shipped multi-cpu config, on a port of its own (not accelerate's default 29500)."""
+    return [*MULTI_CPU, "--main_process_port", str(free_port())]
+
+
 def env(**extra) -> dict:
     threads = str(threads_under_test())
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": threads, **extra}
@@ -38,12 +42,6 @@ def run(args: list, cwd=REPO, timeout=600, **extra) -> subprocess.CompletedProce
     return subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, env=env(**extra), cwd=cwd, timeout=timeout
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def step_losses(out_dir: Path) -> dict[int, float]:
@@ -158,7 +156,7 @@ def test_a_run_resumes_across_process_layouts(stories_data, tmp_path):
         recipe = write_recipe(tmp_path / f"r{first}{second}.yaml", stories_data, out, micro_batch_size=2)
         for procs, extra in ((first, ["--set", "callbacks=['stopcb:StopAt5']"]), (second, [])):
             command = (
-                [*LAUNCH, *MULTI_CPU, "--num_processes", "2", "-m", "delphi.train"]
+                [*LAUNCH, *multi_cpu(), "--num_processes", "2", "-m", "delphi.train"]
                 if procs == 2
                 else [sys.executable, "-m", "delphi", "train"]
             )
@@ -187,7 +185,7 @@ def test_twenty_two_process_runs_all_exit_cleanly(stories_data, tmp_path):
             tmp_path / f"r{i}.yaml", stories_data, tmp_path / f"run{i}", micro_batch_size=2,
             checkpoints={"every": 2}, **{"training.max_steps": 2},
         )  # fmt: skip
-        done = run([*LAUNCH, *MULTI_CPU, "--num_processes", "2", "-m", "delphi.train", recipe], timeout=300)
+        done = run([*LAUNCH, *multi_cpu(), "--num_processes", "2", "-m", "delphi.train", recipe], timeout=300)
         if done.returncode != 0 or "terminate called" in done.stderr:
             failures.append((i, done.returncode, done.stderr[-1500:]))
     assert failures == [], failures
@@ -210,7 +208,7 @@ def test_a_dead_peer_ends_the_run_quickly_with_a_clear_message(stories_data, tmp
         **{"training.max_steps": 200},
     )  # fmt: skip
     proc = subprocess.Popen(
-        [*LAUNCH, *MULTI_CPU, "--num_processes", "2", "-m", "delphi.train", str(recipe)],
+        [*LAUNCH, *multi_cpu(), "--num_processes", "2", "-m", "delphi.train", str(recipe)],
         cwd=REPO, env=env(PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -19,7 +19,7 @@ import torch
 import yaml
 from numerics import assert_losses_agree, assert_weights_agree, threads_under_test
 from safetensors.torch import load_file
-from tiny import MODEL, write_recipe
+from tiny import MODEL, free_port, write_recipe
 
 from delphi.errors import DelphiError
 from delphi.layout import list_checkpoints, read_checkpoint_meta
@@ -187,6 +187,7 @@ def test_accelerate_two_cpu_processes_match_one(stories_data, tmp_path):
     assert single.returncode == 0, single.stderr[-3000:]
     multi = run_cli(
         launch + ["--config_file", "accelerate_configs/multi-cpu.yaml", "--num_processes", "2",
+                  "--main_process_port", str(free_port()),
                   "-m", "delphi.train", str(two)]
     )  # fmt: skip
     assert multi.returncode == 0, multi.stderr[-3000:]

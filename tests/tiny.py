@@ -1,5 +1,5 @@
-"""The tiny Llama recipe that end-to-end tests train (on the `stories_data` fixture in conftest.py), and
-the check that a CLI command failed with one line."""
+"""The tiny Llama recipe that end-to-end tests train (on the `stories_data` fixture in conftest.py), the
+check that a CLI command failed with one line, and a free port for a launcher."""
 
 from __future__ import annotations
 
@@ -66,3 +66,13 @@ def cli_error(capsys, argv: list[str]) -> str:
     assert len(lines) == 1 and lines[0].startswith(f"delphi {argv[0]}: error: "), captured.err
     assert "Traceback" not in captured.err
     return lines[0]
+
+
+def free_port() -> int:
+    """A port nothing listens on now: `accelerate launch` otherwise takes 29500, which another run of the
+    tests (or anything else) on the same machine may hold."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
