@@ -24,7 +24,7 @@ SET       ?=
 NPROC     ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install demo corpus tokenizer dataset train train-multi-cpu suite validate test test-fast test-compat lint format bench clean
+.PHONY: install demo corpus tokenizer dataset train train-multi-cpu suite validate test test-fast test-numerics test-compat lint format bench clean
 
 install: $(STAMP)
 
@@ -112,6 +112,16 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The cross-layout and cross-path comparisons (-m numerics) under each CPU kernel level torch offers here
+# (ATEN_CPU_CAPABILITY, with MKL and oneDNN capped alike) and thread count, with each comparison's worst
+# measured value against its tolerance: make test-numerics CAPABILITIES="default avx2" THREADS="1 2 4" REPEAT=3
+CAPABILITIES ?=
+THREADS   ?= 1
+REPEAT    ?= 1
+test-numerics: $(STAMP)
+	$(BIN)/python scripts/numerics_matrix.py $(if $(strip $(CAPABILITIES)),--capabilities $(CAPABILITIES)) \
+		--threads $(THREADS) --repeat $(REPEAT) $(if $(strip $(PYTEST_ARGS)),-- $(PYTEST_ARGS))
 
 # The other end of the tested range: the newest transformers and accelerate that pyproject.toml allows,
 # in a separate venv, running the fast tests (`make test` runs the oldest, from constraints.txt).

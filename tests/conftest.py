@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from numerics import threads_under_test
 
 REPO = Path(__file__).resolve().parents[1]
 TINYSTORIES = REPO.parent / "shared" / "data" / "tinystories"
@@ -39,15 +40,19 @@ def pytest_pyfunc_call(pyfuncitem):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes them 100x slower.
+def _threads_under_test():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes them 100x
+    slower: one torch thread, unless DELPHI_TEST_THREADS asks for more (`make test-numerics` runs the
+    cross-layout tests with 1, 2 and 4, since the thread count changes the order of sums).
 
-    Subprocesses started by tests get OMP_NUM_THREADS=1 from the environment for the same reason.
+    Subprocesses started by tests get OMP_NUM_THREADS from the environment for the same reason.
     """
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads_under_test())
+    if "DELPHI_TEST_THREADS" in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(threads_under_test())
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     yield
     torch.set_num_threads(threads)

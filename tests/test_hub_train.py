@@ -213,10 +213,11 @@ def test_resume_from_a_hub_branch_with_data_and_tokenizer_from_the_hub(hub_serve
                        hub={"repo": "org/tiny-resumed"})  # fmt: skip
     resumed = train(load_recipe([path]))
     assert all_steps(resumed_out) == [6]
-    assert resumed["eval_loss"] == pytest.approx(full["eval_loss"], abs=1e-5)
+    # the same machine, layout and threads: a resumed run ends exactly where the uninterrupted one does
+    assert resumed["eval_loss"] == full["eval_loss"]
     a = load_file(tmp_path / "a" / "step6" / "model.safetensors")
     b = load_file(resumed_out / "step6" / "model.safetensors")
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     no_optimizer = recipe_file(
         tmp_path / "c.yaml", data_root, tmp_path / "c", resume="org/tiny-resumed@step6"

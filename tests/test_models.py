@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from numerics import check, summation_bound
 
 from delphi.errors import DelphiError
 from delphi.models import build_model, check_vocab, count_parameters
@@ -208,6 +209,7 @@ def test_mamba_uses_mambapy_when_installed_unless_the_recipe_says_otherwise():
 
 
 @needs_no_mamba_ssm
+@pytest.mark.numerics
 def test_mambapy_and_sequential_scans_agree():
     pytest.importorskip("mambapy")
     section = {**model_section("mamba-50k"), "vocab_size": 64}
@@ -217,7 +219,10 @@ def test_mambapy_and_sequential_scans_agree():
     tokens = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(0))
     fast_loss = fast(input_ids=tokens, labels=tokens).loss
     slow_loss = slow(input_ids=tokens, labels=tokens).loss
-    assert torch.allclose(fast_loss, slow_loss, atol=1e-5)
+    # mamba.py's parallel scan and the sequential one sum the same recurrence over 24 positions in another
+    # order; the loss is their logsumexps over 64 tokens averaged over 2 x 23 positions
+    bound = summation_bound(24 + 64 + 2 * 23)
+    check("mambapy vs sequential scan: loss, relative", abs(fast_loss.item() / slow_loss.item() - 1), bound)
 
 
 def test_building_from_a_bad_section_is_a_delphi_error():

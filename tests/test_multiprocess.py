@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from tiny import write_recipe
+from numerics import assert_losses_agree, threads_under_test
+from tiny import free_port, write_recipe
 
 from delphi.layout import list_checkpoints, read_checkpoint_meta
 from delphi.recipe import load_recipe
@@ -28,20 +28,20 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
 MULTI_CPU = ["--config_file", str(REPO / "accelerate_configs" / "multi-cpu.yaml")]
 
 
+def multi_cpu() -> list[str]:
+    """The shipped multi-cpu config, on a port of its own (not accelerate's default 29500)."""
+    return [*MULTI_CPU, "--main_process_port", str(free_port())]
+
+
 def env(**extra) -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
+    threads = str(threads_under_test())
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": threads, **extra}
 
 
 def run(args: list, cwd=REPO, timeout=600, **extra) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, env=env(**extra), cwd=cwd, timeout=timeout
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def step_losses(out_dir: Path) -> dict[int, float]:
@@ -90,6 +90,7 @@ def test_fsdp_asked_for_on_a_cpu_is_refused_before_training(stories_data, tmp_pa
     assert "Traceback" not in single.stderr and not (tmp_path / "run").exists()
 
 
+@pytest.mark.numerics
 def test_two_machines_on_one_host_train_and_resume(stories_data, tmp_path):
     """A shared out_dir: two machines train like one process, and a killed run resumes bitwise."""
     keep_all = {"every": 5, "steps": [1, 2, 4], "keep_optimizer": "all"}
@@ -103,9 +104,7 @@ def test_two_machines_on_one_host_train_and_resume(stories_data, tmp_path):
     one = write_recipe(tmp_path / "one.yaml", stories_data, tmp_path / "one")
     train(load_recipe([one]))
     losses_one, losses_two = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")
-    assert losses_one.keys() == losses_two.keys()
-    for step, loss in losses_one.items():
-        assert losses_two[step] == pytest.approx(loss, rel=1e-5), step
+    assert_losses_agree(losses_two, losses_one, what="per-step loss, two machines vs one process")
 
     # take the run back to step 5 (as if killed after it) and let the two machines finish it again
     for step, folder in list_checkpoints(tmp_path / "two"):
@@ -144,6 +143,7 @@ class StopAt5(TrainerCallback):
 """
 
 
+@pytest.mark.numerics
 def test_a_run_resumes_across_process_layouts(stories_data, tmp_path):
     """2 processes -> 1 and 1 -> 2: the same data order, losses within 1e-5 of an uninterrupted run."""
     (tmp_path / "stopcb.py").write_text(STOP_AT_5)
@@ -156,17 +156,14 @@ def test_a_run_resumes_across_process_layouts(stories_data, tmp_path):
         recipe = write_recipe(tmp_path / f"r{first}{second}.yaml", stories_data, out, micro_batch_size=2)
         for procs, extra in ((first, ["--set", "callbacks=['stopcb:StopAt5']"]), (second, [])):
             command = (
-                [*LAUNCH, *MULTI_CPU, "--num_processes", "2", "-m", "delphi.train"]
+                [*LAUNCH, *multi_cpu(), "--num_processes", "2", "-m", "delphi.train"]
                 if procs == 2
                 else [sys.executable, "-m", "delphi", "train"]
             )
             done = run([*command, recipe, *extra], **paths)
             assert done.returncode == 0, done.stderr[-3000:]
         assert "resuming from" in done.stderr and f"global batch 8 = {second} process(es)" in done.stderr
-        losses = step_losses(out)
-        assert losses.keys() == reference.keys()
-        for step, loss in reference.items():
-            assert losses[step] == pytest.approx(loss, rel=1e-5), (first, second, step)
+        assert_losses_agree(step_losses(out), reference, what=f"per-step loss, {first} -> {second} processes")
 
 
 def test_changing_only_execution_settings_resumes_the_run(stories_data, tmp_path):
@@ -188,7 +185,7 @@ def test_twenty_two_process_runs_all_exit_cleanly(stories_data, tmp_path):
             tmp_path / f"r{i}.yaml", stories_data, tmp_path / f"run{i}", micro_batch_size=2,
             checkpoints={"every": 2}, **{"training.max_steps": 2},
         )  # fmt: skip
-        done = run([*LAUNCH, *MULTI_CPU, "--num_processes", "2", "-m", "delphi.train", recipe], timeout=300)
+        done = run([*LAUNCH, *multi_cpu(), "--num_processes", "2", "-m", "delphi.train", recipe], timeout=300)
         if done.returncode != 0 or "terminate called" in done.stderr:
             failures.append((i, done.returncode, done.stderr[-1500:]))
     assert failures == [], failures
@@ -211,7 +208,7 @@ def test_a_dead_peer_ends_the_run_quickly_with_a_clear_message(stories_data, tmp
         **{"training.max_steps": 200},
     )  # fmt: skip
     proc = subprocess.Popen(
-        [*LAUNCH, *MULTI_CPU, "--num_processes", "2", "-m", "delphi.train", str(recipe)],
+        [*LAUNCH, *multi_cpu(), "--num_processes", "2", "-m", "delphi.train", str(recipe)],
         cwd=REPO, env=env(PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

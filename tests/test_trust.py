@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import REPO, cli_error, run_process, write_recipe
+from tiny import REPO, cli_error, free_port, run_process, write_recipe
 
 from delphi.errors import DelphiError
 from delphi.layout import REPLACED_DIR, list_checkpoints
@@ -93,7 +93,14 @@ def test_rerun_through_accelerate_with_two_processes(stories_data, tmp_path):
         checkpoints={"every": 3}, **{"training.max_steps": 3},
     )  # fmt: skip
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
-    launch += ["accelerate_configs/multi-cpu.yaml", "--num_processes", "2", "-m", "delphi.train", recipe]
+    launch += [
+        "accelerate_configs/multi-cpu.yaml",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(free_port()),
+    ]
+    launch += ["-m", "delphi.train", recipe]
     first = run_process(launch)
     assert first.returncode == 0, first.stderr[-3000:]
     before = tree(tmp_path / "run")

@@ -1,6 +1,6 @@
 """Helpers every test file shares: the tiny Llama (its model section and a recipe of it, trained on the
-`stories_data` fixture in conftest.py), running delphi as a real process, and the check that a CLI
-command failed with one line."""
+`stories_data` fixture in conftest.py), running delphi as a real process, the check that a CLI
+command failed with one line, and a free port for a launcher."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import subprocess
 from pathlib import Path
 
 import yaml
+from numerics import threads_under_test
 
 REPO = Path(__file__).resolve().parents[1]
 # the environment of a delphi process a test starts: this checkout importable, one torch thread (tiny models
-# gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes them 100x slower)
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+# gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes them 100x slower) unless
+# DELPHI_TEST_THREADS asks for more (numerics.py)
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads_under_test())}
 
 MODEL = {
     "architecture": "LlamaForCausalLM",
@@ -94,3 +96,13 @@ def cli_error(capsys, argv: list[str]) -> str:
     assert len(lines) == 1 and lines[0].startswith(f"delphi {argv[0]}: error: "), captured.err
     assert "Traceback" not in captured.err
     return lines[0]
+
+
+def free_port() -> int:
+    """A port nothing listens on now: `accelerate launch` otherwise takes 29500, which another run of the
+    tests (or anything else) on the same machine may hold."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
