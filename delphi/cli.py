@@ -157,7 +157,11 @@ def _push(args: argparse.Namespace) -> None:
     from delphi.hub.push import push_run
 
     summary = push_run(
-        args.run_dir, args.repo, private=args.private, include_optimizer=args.include_optimizer
+        args.run_dir,
+        args.repo,
+        private=args.private,
+        include_optimizer=args.include_optimizer,
+        overwrite=args.overwrite,
     )
     print(f"uploaded: {', '.join(summary['uploaded']) or 'nothing'}")
     print(f"already on the hub: {', '.join(summary['unchanged']) or 'nothing'}")
@@ -165,6 +169,8 @@ def _push(args: argparse.Namespace) -> None:
     if summary["failed"]:
         failed = ", ".join(summary["failed"])
         raise DelphiError(f"{len(summary['failed'])} branch(es) failed to upload: {failed}")
+    if summary["manifest"] not in ("updated", "unchanged"):
+        raise DelphiError(f"checkpoints.json on main could not be updated: {summary['manifest']}")
 
 
 def _suite(args: argparse.Namespace) -> None:
@@ -379,7 +385,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also upload optimizer/scheduler/RNG state where a checkpoint still has it (to resume from the hub)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a different run the repo holds (its branches this run does not have are deleted)",
+    )
     p.set_defaults(func=_push)
+
+    from delphi.hub import verify
+
+    p = sub.add_parser(
+        "verify",
+        help="check published runs on the hub from metadata alone (no weights downloaded); exit 1 if wrong",
+        description="Check each repo's branches, their checkpoint.json, weights hashes, main and the "
+        "manifest checkpoints.json; one line per problem, exit 0 when all is well, 1 when not.",
+    )
+    verify.add_arguments(p)
+    p.set_defaults(func=verify.run)
 
     from delphi.suite.cli import add_arguments as add_suite_arguments
 
@@ -411,8 +433,10 @@ def main(argv: list[str] | None = None) -> None:
     signals.install()
     speaks = os.environ.get("LOCAL_RANK", "0") == "0"
     try:
-        args.func(args)
+        code = args.func(args)  # None, or an exit status the command's result decides (delphi verify)
         sys.stdout.flush()  # here, so that a reader gone away is seen below and not at interpreter exit
+        if code:
+            sys.exit(code)
     except DelphiError as e:
         if speaks:
             print(f"delphi {args.command}: error: {e}", file=sys.stderr)

@@ -15,11 +15,12 @@
   .delphi.lock             held while a process trains this run (delphi.run_status)
   .delphi-attempt.json     how the last attempt a suite launched ended (delphi.suite)
   .delphi-replaced/        the previous run, kept aside by --overwrite until the new run's first checkpoint
+  .hub-resume/step{N}/     `resume: org/name@step{N}` downloaded; removed at the run's first checkpoint or end
 ```
 
-A checkpoint is named by a *reference*: a step folder, a run directory (its newest checkpoint, or the
-`revision` step), or a hub repo id (`org/name`, with `revision` a branch); `checkpoint_ref` reads all three
-the same way for every command.
+A checkpoint is named by a *reference*: a step folder (`RUN/stepN`), a run directory (its newest checkpoint,
+or the `revision` step), or a hub repo id (`org/name`, with `revision` a branch, or `org/name@stepN`);
+`checkpoint_ref` reads them the same way for every command and for `delphi.load`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ TRAINER_CHECKPOINT_PREFIX = (
 LOCK_FILE = ".delphi.lock"
 ATTEMPT_FILE = ".delphi-attempt.json"  # `delphi suite`'s record of a run's last attempt
 REPLACED_DIR = ".delphi-replaced"
+HUB_RESUME_DIR = (
+    ".hub-resume"  # a hub branch downloaded to resume from; removed once the run has a checkpoint
+)
 MAIN_BRANCH = "main"
+MANIFEST_FILE = "checkpoints.json"  # on a hub repo's `main`: every published checkpoint (delphi.hub.manifest)
 
 _STEP = re.compile(r"^step(\d+)$")
 # transformers' checkpoint folder (PREFIX_CHECKPOINT_DIR) and delphi's older temp names: unfinished saves
@@ -178,7 +183,8 @@ def checkpoint_ref(model: str | os.PathLike, revision: str | None = None) -> Che
     - a step folder (`out/run/step64`): that checkpoint of its run (`revision` absent or that step); any other
       folder holding a model (config.json) is a run of its own with no branch;
     - a run directory (holding `step*/`): checkpoint `revision`, or no branch (the caller picks);
-    - a hub repo id `org/name`: branch `revision` (or none);
+    - a hub repo id `org/name`: branch `revision` (or none); `org/name@stepN`: that branch (`revision`
+      absent or the same);
     Anything else is a DelphiError that says which of these was expected.
     """
     from delphi.inputs import check_local_or_hub
@@ -199,5 +205,15 @@ def checkpoint_ref(model: str | os.PathLike, revision: str | None = None) -> Che
         if revision is not None and not is_complete(path / revision):
             raise DelphiError(f"run {text!r} has no complete checkpoint {revision!r}")
         return CheckpointRef(str(path), revision, local=True)
-    check_local_or_hub(text, what="a run directory, a step folder or a hub repo id 'org/name'")
+    from delphi.hub.client import parse_hub_ref
+
+    pinned = parse_hub_ref(text)
+    if pinned is not None:
+        if revision is not None and revision != pinned[1]:
+            raise DelphiError(
+                f"{text!r} names branch {pinned[1]} of {pinned[0]!r}, but --revision {revision!r} names another; "
+                f"pass {pinned[0]!r} with --revision, or {text!r} alone"
+            )
+        return CheckpointRef(pinned[0], pinned[1], local=False)
+    check_local_or_hub(text, what="a run directory, a step folder or a hub repo id 'org/name[@stepN]'")
     return CheckpointRef(text, revision, local=False)

@@ -199,7 +199,11 @@ def test_push_after_an_offline_run_then_nothing_the_second_time(hub_server, data
     assert second.returncode == 0, second.stderr
     assert "uploaded: nothing" in second.stdout
     assert hub_server.hub.count("commit") + hub_server.hub.count("lfs-upload") == uploads
-    assert hub_server.hub.count("preupload") == 6  # one per branch, the first time only
+    assert hub_server.hub.count("preupload") == 7  # one per branch and one for checkpoints.json, the first time only
+    manifest = json.loads(hub_server.files("org/later")["checkpoints.json"])
+    assert [e["branch"] for e in manifest["checkpoints"]] == ["step1", "step2", "step3", "step4", "step6"]
+    assert manifest["final_step"] == 6 and all(len(e["sha256"]) == 64 for e in manifest["checkpoints"])
+    assert "6 branch(es) on the hub: main, step1, step2, step3, step4, step6" in first.stdout
     assert HUB_TOKEN not in first.stdout + first.stderr + second.stdout + second.stderr
     assert "HTTP Request" not in first.stderr  # no line per request from huggingface_hub's client
 

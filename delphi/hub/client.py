@@ -183,6 +183,30 @@ def remote_files(repo_id: str, revision: str, *, repo_type: str = "model") -> di
     }
 
 
+def branch_heads(repo_id: str, *, repo_type: str = "model") -> dict[str, str]:
+    """{branch: commit} of every branch of a repo, `main` first, then `step{N}` by N, then the rest by name."""
+    from huggingface_hub import HfApi
+
+    from delphi.layout import MAIN_BRANCH, parse_step
+
+    refs = HfApi().list_repo_refs(repo_id, repo_type=repo_type)
+    heads = {b.name: b.target_commit for b in refs.branches}
+
+    def order(name: str):
+        step = parse_step(name)
+        return (name != MAIN_BRANCH, step is None, step or 0, name)
+
+    return {name: heads[name] for name in sorted(heads, key=order)}
+
+
+def branches_on_hub(repo_id: str) -> list[str] | None:
+    """Every branch of a repo (see `branch_heads`), or None when the hub cannot say."""
+    try:
+        return list(branch_heads(repo_id))
+    except Exception:  # the summary then names what was published instead
+        return None
+
+
 def local_files(folder: str | Path) -> dict[str, Path]:
     """{posix path relative to folder: file} of every file under `folder`."""
     folder = Path(folder)

@@ -136,15 +136,17 @@ def saved_run_changes(out_dir: Path, existing: list, recipe: Recipe) -> list[str
         before = Recipe.identity_of(yaml.safe_load(saved.read_text()))
     except (OSError, yaml.YAMLError, AttributeError, TypeError) as e:
         raise DelphiError(f"cannot read the saved recipe {str(saved)!r}: {e}") from e
-    return _diff(before, recipe.identity())
+    return identity_changes(before, recipe.identity())
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+def identity_changes(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """How run identity `b` differs from `a` (`Recipe.identity`), one `key: old -> new` per difference; []
+    for the same run. Also how `delphi push` tells the run a hub repo holds from another."""
     out = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{key}.")
+            out += identity_changes(va, vb, f"{prefix}{key}.")
         elif va != vb:
             out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
     return out

@@ -17,7 +17,14 @@ import os
 from pathlib import Path
 
 from delphi.errors import DelphiError
-from delphi.layout import RECIPE_FILE, REPLACED_DIR, RUN_CONTEXT_FILE, list_checkpoints, read_checkpoint_meta
+from delphi.layout import (
+    HUB_RESUME_DIR,
+    RECIPE_FILE,
+    REPLACED_DIR,
+    RUN_CONTEXT_FILE,
+    list_checkpoints,
+    read_checkpoint_meta,
+)
 from delphi.recipe import Recipe
 from delphi.train.distributed import agree, end_processes, is_main_process, world_size
 
@@ -58,6 +65,7 @@ def _visible_gpus() -> int:
 
 
 def _train(recipe: Recipe, args, *, overwrite: bool, callbacks) -> dict:
+    from delphi.hub.publish import drop_hub_resume
     from delphi.train.distributed import check_shared_out_dir
     from delphi.train.outdir import plan_out_dir
 
@@ -65,14 +73,21 @@ def _train(recipe: Recipe, args, *, overwrite: bool, callbacks) -> dict:
     main = is_main_process()
     existed = out_dir.exists()
     check_shared_out_dir(out_dir)  # before any process reads the out_dir for a decision
-    plan = agree(lambda: plan_out_dir(recipe, overwrite=overwrite))
+    try:
+        plan = agree(lambda: plan_out_dir(recipe, overwrite=overwrite))
+    except BaseException:
+        if main and not existed:
+            _remove_if_only_leftovers(out_dir)  # e.g. a hub `resume:` refused after its download
+        raise
     if plan.action == "complete":
         return _complete_run(recipe, plan.final_checkpoint, overwrite=overwrite)
     try:
-        run = _prepare(recipe, args, list(callbacks))
+        run = _prepare(recipe, args, list(callbacks), overwrite=overwrite)
     except BaseException:
-        if main and not existed:
-            _remove_if_only_leftovers(out_dir)
+        if main:
+            drop_hub_resume(out_dir)
+            if not existed:
+                _remove_if_only_leftovers(out_dir)
         raise
     return _run(recipe, run, plan, existed=existed)
 
@@ -84,7 +99,7 @@ class _PreparedRun:
         self.__dict__.update(parts)
 
 
-def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
+def _prepare(recipe: Recipe, args, callbacks: list, *, overwrite: bool = False) -> _PreparedRun:
     """Build and check everything that can fail before the first optimizer step."""
     from delphi.hub.publish import check_hub
     from delphi.models import build_config, build_model, check_vocab, count_parameters
@@ -124,7 +139,8 @@ def _prepare(recipe: Recipe, args, callbacks: list) -> _PreparedRun:
     check_parallelism(args, trainer)
     _check_optimizer_and_schedule(trainer, total)
     _warn_about_warmup(args, total)  # once the learning rate is known to be valid
-    online = agree(lambda: check_hub(recipe))  # last: the slowest check, and it may need the network
+    # last: the slowest check, and it may need the network; None = no hub (or offline), else a RepoRun
+    online = agree(lambda: check_hub(recipe, overwrite=overwrite))
     return _PreparedRun(
         trainer=trainer,
         total=total,
@@ -219,7 +235,7 @@ def _warn_about_warmup(args, total: int) -> None:
 
 def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
     """Commit to the out_dir and train; undo the commit if the run stops before its first checkpoint."""
-    from delphi.hub.publish import close_hub_uploader, open_hub_uploader
+    from delphi.hub.publish import close_hub_uploader, drop_hub_resume, open_hub_uploader
     from delphi.run_status import hold_run_lock
     from delphi.train.callbacks import HubPublisher, OnFirstCheckpoint
     from delphi.train.checkpoints import disk_full_error, is_disk_full, remove_partial_checkpoint
@@ -262,10 +278,11 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
 
             atomic.write_text(out_dir / RECIPE_FILE, recipe.dump_yaml())
             drop_set_aside_run(out_dir)
+            drop_hub_resume(out_dir)  # every process has read it: the run goes on from its own checkpoints
 
         trainer.add_callback(OnFirstCheckpoint(commit))
-        if run.online:
-            uploader = open_hub_uploader(recipe)
+        if run.online is not None:
+            uploader = open_hub_uploader(recipe, run.online)
             trainer.add_callback(HubPublisher(uploader))
         _log_start(recipe, run, plan)
     try:
@@ -300,6 +317,8 @@ def _run(recipe: Recipe, run: _PreparedRun, plan, *, existed: bool) -> dict:
             if wandb.run is not None:
                 wandb.finish()  # flush: HF's callback leaves the run open for more logging
         hub_summary = close_hub_uploader(uploader, recipe, main_process=main) if main else None
+        if main:
+            drop_hub_resume(out_dir)
         lock.close()
         if main and not existed and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a fresh out_dir that got no checkpoint goes back to not existing
@@ -391,7 +410,7 @@ def _remove_if_only_leftovers(out_dir: Path) -> None:
 
     if not out_dir.is_dir():
         return
-    leftovers = {".hub-resume", ".delphi.lock"}
+    leftovers = {HUB_RESUME_DIR, ".delphi.lock"}
     if all(p.name in leftovers for p in out_dir.iterdir()):
         shutil.rmtree(out_dir, ignore_errors=True)
 
