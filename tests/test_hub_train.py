@@ -199,7 +199,9 @@ def test_push_after_an_offline_run_then_nothing_the_second_time(hub_server, data
     assert second.returncode == 0, second.stderr
     assert "uploaded: nothing" in second.stdout
     assert hub_server.hub.count("commit") + hub_server.hub.count("lfs-upload") == uploads
-    assert hub_server.hub.count("preupload") == 7  # one per branch and one for checkpoints.json, the first time only
+    assert (
+        hub_server.hub.count("preupload") == 7
+    )  # one per branch and one for checkpoints.json, the first time only
     manifest = json.loads(hub_server.files("org/later")["checkpoints.json"])
     assert [e["branch"] for e in manifest["checkpoints"]] == ["step1", "step2", "step3", "step4", "step6"]
     assert manifest["final_step"] == 6 and all(len(e["sha256"]) == 64 for e in manifest["checkpoints"])
@@ -230,6 +232,7 @@ def test_resume_from_a_hub_branch_with_data_and_tokenizer_from_the_hub(hub_serve
                        hub={"repo": "org/tiny-resumed"})  # fmt: skip
     resumed = train(load_recipe([path]))
     assert all_steps(resumed_out) == [6]
+    assert not (resumed_out / ".hub-resume").exists()  # the run goes on from its own checkpoints
     assert resumed["eval_loss"] == pytest.approx(full["eval_loss"], abs=1e-5)
     a = load_file(tmp_path / "a" / "step6" / "model.safetensors")
     b = load_file(resumed_out / "step6" / "model.safetensors")
@@ -240,3 +243,4 @@ def test_resume_from_a_hub_branch_with_data_and_tokenizer_from_the_hub(hub_serve
     )
     with pytest.raises(DelphiError, match="no optimizer state.*push_optimizer"):
         train(load_recipe([no_optimizer]))
+    assert not (tmp_path / "c").exists()  # a fresh out_dir is left as it was found
