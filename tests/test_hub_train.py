@@ -103,7 +103,12 @@ def test_run_publishes_every_checkpoint_to_its_branch(hub_server, data_root, tmp
         == (out / "step6/model.safetensors").read_bytes()
     )
     assert AutoTokenizer.from_pretrained("org/tiny").bos_token_id == 0
-    assert "2 branch" not in caplog.text and "6 branch(es) on the hub" in caplog.text
+    assert "2 branch" not in caplog.text and "6 branch(es) on the hub: main, step1, step2" in caplog.text
+    manifest = json.loads(hub_server.files("org/tiny")["checkpoints.json"])  # written by the uploader
+    assert [e["step"] for e in manifest["checkpoints"]] == steps and manifest["final_step"] == 6
+    from delphi.hub.verify import verify_repo
+
+    assert verify_repo("org/tiny")[0] == []
     # nothing staged is left behind, and the token is in no uploaded file and no log line
     assert not (out / ".hub-staging").exists()
     for branch in expected:
