@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a different run in out_dir (the old one is deleted once the new one has a checkpoint)",
+        help="replace a different run in out_dir (the old one is deleted once the new one has a checkpoint) "
+        "and on the hub repo (hub.repo; its branches this run does not have are deleted at the end)",
     )
     p.set_defaults(func=_train)
 

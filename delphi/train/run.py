@@ -76,8 +76,13 @@ def _train(recipe: Recipe, args, *, overwrite: bool, callbacks) -> dict:
     try:
         plan = agree(lambda: plan_out_dir(recipe, overwrite=overwrite))
     except BaseException:
-        if main and not existed:
-            _remove_if_only_leftovers(out_dir)  # e.g. a hub `resume:` refused after its download
+        if main:
+            from delphi.run_status import lock_holder
+
+            if lock_holder(out_dir) is None:  # not another trainer's download
+                drop_hub_resume(out_dir)  # e.g. a hub `resume:` whose model is not this recipe's
+            if not existed:
+                _remove_if_only_leftovers(out_dir)
         raise
     if plan.action == "complete":
         return _complete_run(recipe, plan.final_checkpoint, overwrite=overwrite)
