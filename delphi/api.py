@@ -21,9 +21,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from delphi.errors import DelphiError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 HUB_READERS = 8  # concurrent metadata reads from the hub: a 150-branch repo in seconds, not minutes
 
@@ -237,7 +240,9 @@ def resolve(ref: str | os.PathLike, step: int | str | None = None) -> tuple[str,
     return ref_.location
 
 
-def load_model(ref: str | os.PathLike, step: int | str | None = None, *, device: str | None = None):
+def load_model(
+    ref: str | os.PathLike, step: int | str | None = None, *, device: str | None = None
+) -> PreTrainedModel:
     """The model of a checkpoint (see `load`), in eval mode on `device` (default cpu)."""
     from delphi.devices import resolve_device
 
@@ -258,7 +263,9 @@ def load_model(ref: str | os.PathLike, step: int | str | None = None, *, device:
     return model.to(device).eval()
 
 
-def load(ref: str | os.PathLike, step: int | str | None = None, *, device: str | None = None):
+def load(
+    ref: str | os.PathLike, step: int | str | None = None, *, device: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) of a checkpoint: plain `transformers` objects, the model in eval mode.
 
     `ref` is a run directory, a step folder, a hub repo `org/name` or branch `org/name@stepN`; `step` (an

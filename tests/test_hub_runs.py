@@ -44,7 +44,7 @@ def runs(stories_data, tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def delphi(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "delphi", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
@@ -59,19 +59,19 @@ def steps_of(run: Path) -> set[str]:
 
 
 def test_push_refuses_a_repo_holding_another_run_unless_overwrite(hub_server, runs):
-    first = delphi("push", str(runs["a"]), "--repo", "org/mix2")
+    first = cli("push", str(runs["a"]), "--repo", "org/mix2")
     assert first.returncode == 0, first.stderr
     assert hub_server.branches("org/mix2") == steps_of(runs["a"]) | {"main"}
     before = {b: hub_server.files("org/mix2", b) for b in hub_server.branches("org/mix2")}
 
-    refused = delphi("push", str(runs["b"]), "--repo", "org/mix2")
+    refused = cli("push", str(runs["b"]), "--repo", "org/mix2")
     assert refused.returncode == 2, refused.stdout + refused.stderr
     line = refused.stderr.strip()
     assert len(line.splitlines()) == 1 and "holds a different run" in line
     assert "model.hidden_size: 16 -> 32" in line and "--overwrite" in line
     assert {b: hub_server.files("org/mix2", b) for b in hub_server.branches("org/mix2")} == before
 
-    replaced = delphi("push", str(runs["b"]), "--repo", "org/mix2", "--overwrite")
+    replaced = cli("push", str(runs["b"]), "--repo", "org/mix2", "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
     assert "replaces the run it holds" in replaced.stderr and "model.hidden_size: 16 -> 32" in replaced.stderr
     assert hub_server.branches("org/mix2") == steps_of(runs["b"]) | {"main"}  # step2, step4 are gone
@@ -123,7 +123,7 @@ def test_verify_reports_each_fault_planted_on_the_hub(hub_server, runs, tmp_path
     def upload(repo: str, branch: str, path: str, data: bytes) -> None:
         api.create_commit(repo, [CommitOperationAdd(path, data)], commit_message="plant", revision=branch)
 
-    clean = delphi("verify", published("org/clean"))
+    clean = cli("verify", published("org/clean"))
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert clean.stdout.strip() == "org/clean: ok (4 step branches and main, complete)"
 
@@ -152,12 +152,12 @@ def test_verify_reports_each_fault_planted_on_the_hub(hub_server, runs, tmp_path
     upload(repo, "main", "checkpoints.json", json.dumps(manifest).encode())
     assert verify_repo(repo)[0] == ["checkpoints.json lists step16, but the hub has no such branch"]
 
-    failed = delphi("verify", "org/clean", "org/f-dup")
+    failed = cli("verify", "org/clean", "org/f-dup")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     lines = failed.stdout.strip().splitlines()
     assert lines[0] == "org/clean: ok (4 step branches and main, complete)"
     assert lines[-1].startswith("org/f-dup: ") and "problem(s)" in lines[-1]
-    bad = delphi("verify", "not a repo")
+    bad = cli("verify", "not a repo")
     assert bad.returncode == 2 and "expected 'org/name'" in bad.stderr
     # metadata only: no weights were downloaded by any verify of this test
     assert not any(
@@ -235,6 +235,11 @@ def test_runs_checkpoints_and_load_on_the_hub_match_the_local_run(hub_server, ru
     assert torch.equal(final(ids).logits, delphi.load(runs["a"])[0](ids).logits)
     with pytest.raises(DelphiError, match="names branch step4 of 'org/api-a', but --revision 'step2'"):
         delphi.load("org/api-a@step4", step=2)
+    # the commands take the same references
+    sample = ["generate", "-n", "1", "--max-new-tokens", "6", "--seed", "0", "--device", "cpu"]
+    remote = cli(*sample[:1], "org/api-a@step4", *sample[1:])
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == cli(*sample[:1], str(runs["a"] / "step4"), *sample[1:]).stdout
 
 
 # ---- what a hub resume leaves behind ----
@@ -247,11 +252,11 @@ def test_a_refused_hub_resume_leaves_a_fresh_out_dir_as_it_was(hub_server, runs,
     recipe = write_recipe(tmp_path / "r.yaml", stories_data, tmp_path / "fresh", name="tiny-a",
                           data={"path": str(stories_data / "data"), "validation_size": 16},
                           checkpoints={"steps": [1, 2, 4]}, **{"training.max_steps": 8})  # fmt: skip
-    refused = delphi("train", str(recipe), "--set", "resume=org/llb@step4", cwd=tmp_path)
+    refused = cli("train", str(recipe), "--set", "resume=org/llb@step4", cwd=tmp_path)
     assert refused.returncode == 2 and "no optimizer state" in refused.stderr, refused.stderr
     assert not (tmp_path / "fresh").exists()
     (tmp_path / "empty").mkdir()
-    refused = delphi(
+    refused = cli(
         "train", str(recipe), "--set", f"out_dir={tmp_path / 'empty'}", "--set", "resume=org/llb@step4"
     )
     assert refused.returncode == 2 and list((tmp_path / "empty").iterdir()) == []
