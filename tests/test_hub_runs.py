@@ -99,6 +99,18 @@ def test_training_refuses_a_hub_repo_holding_another_run(hub_server, runs, stori
     assert not (tmp_path / "tiny-b").exists()
     assert hub_server.branches("org/taken") == steps_of(runs["a"]) | {"main"}
 
+    from delphi.recipe import load_recipe
+    from delphi.train.run import train
+
+    summary = train(load_recipe([tmp_path / "tiny-b.yaml"]), overwrite=True)
+    assert hub_server.branches("org/taken") == {"main", "step1", "step3", "step6", "step8"}
+    assert summary["hub"]["removed"] == ["step2", "step4"] and summary["hub"]["failed"] == {}
+    assert summary["hub"]["on_hub"] == ["main", "step1", "step3", "step6", "step8"]
+    final = (tmp_path / "tiny-b" / "step8" / "model.safetensors").read_bytes()
+    assert hub_server.files("org/taken", "main")["model.safetensors"] == final
+    assert json.loads(hub_server.files("org/taken")["checkpoints.json"])["run"] == "tiny-b"
+    assert verify_repo("org/taken")[0] == []
+
 
 def runs_model(hidden: int) -> dict:
     from tiny import MODEL
