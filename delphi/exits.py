@@ -18,8 +18,9 @@ from delphi.errors import DelphiError
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> None:
-    """Parse `argv` with `parser` and run the command it names (`args.func`, named `args.command`); exit 0 on success, 2 on a DelphiError, 130 on Ctrl-C, 143 on SIGTERM, 141 when
-    the reader of its output went away (`| head`).
+    """Parse `argv` with `parser` and run the command it names (`args.func`, named `args.command`); exit 0
+    on success (or the status its `run` returns: `delphi verify` exits 1 when a repo has a problem), 2 on a
+    DelphiError, 130 on Ctrl-C, 143 on SIGTERM, 141 when the reader of its output went away (`| head`).
 
     Interruptions are exceptions, so every command cleans up as it does after an error (a training
     run that has no checkpoint yet puts its out_dir back as it was). With several processes on one
@@ -31,8 +32,10 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
     signals.install()
     speaks = os.environ.get("LOCAL_RANK", "0") == "0"
     try:
-        args.func(args)
+        code = args.func(args)  # None, or an exit status the command's result decides (delphi verify)
         sys.stdout.flush()  # here, so that a reader gone away is seen below and not at interpreter exit
+        if code:
+            sys.exit(code)
     except DelphiError as e:
         if speaks:
             print(f"delphi {args.command}: error: {e}", file=sys.stderr)

@@ -5,24 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from delphi.data.tokenizer import load_tokenizer
+from delphi.api import load, resolve
 from delphi.devices import resolve_device
 from delphi.errors import DelphiError
-from delphi.layout import CONFIG_FILE, checkpoint_ref, list_checkpoints
 
 
 def resolve_checkpoint(model: str | Path, revision: str | None = None) -> tuple[str, str | None]:
-    """(where to load from, hub revision) for a step folder, a run directory (its `revision` step, or its
-    newest complete checkpoint) or a hub repo id (see `delphi.layout.checkpoint_ref`)."""
-    ref = checkpoint_ref(model, revision)
-    if ref.local and ref.branch is None:
-        if (Path(ref.run) / CONFIG_FILE).is_file():
-            return ref.run, None  # a model folder that is not part of a run
-        saved = list_checkpoints(ref.run)
-        if not saved:
-            raise DelphiError(f"{str(model)!r} holds no model (config.json) and no complete step checkpoints")
-        return str(saved[-1][1]), None
-    return ref.location
+    """(where to load from, hub revision): `delphi.api.resolve`, the rule every command shares."""
+    return resolve(model, revision)
 
 
 def check_sampling(n: int, max_new_tokens: int, temperature: float, top_k: int | None) -> None:
@@ -58,17 +48,10 @@ def generate(
     """
     check_sampling(n, max_new_tokens, temperature, top_k)
     device = resolve_device(device)
-    where, revision = resolve_checkpoint(model, revision)
+    lm, tokenizer = load(model, revision, device=device)
 
     import torch
-    from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(where, revision=revision)
-    try:
-        lm = AutoModelForCausalLM.from_pretrained(where, revision=revision)
-    except OSError as e:
-        raise DelphiError(f"could not load a model from {where!r}: {e}") from e
-    lm.to(device).eval()
     # the prompt is the start of a document, so text: a literal `<eos>` in it is not the special token
     prompt_ids = tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     ids = [tokenizer.bos_token_id] + prompt_ids

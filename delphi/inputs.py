@@ -20,6 +20,7 @@ from pathlib import Path
 from delphi.errors import DelphiError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_REF = re.compile(r"^([\w.-]+/[\w.-]+)@([\w.-]+)$")
 
 
 def looks_like_path(text: str) -> bool:
@@ -37,6 +38,14 @@ def is_hub_id(text: str) -> bool:
         and not looks_like_path(text)
         and bool(HUB_ID.match(text))
     )
+
+
+def parse_hub_ref(ref: str) -> tuple[str, str] | None:
+    """("org/name", "step400") for "org/name@step400"; None for anything else (e.g. a local path)."""
+    match = _HUB_REF.match(ref.strip())
+    if match is None or os.path.exists(ref):
+        return None
+    return match.group(1), match.group(2)
 
 
 def missing_path_error(text: str, *, what: str, files_ok: bool = False) -> DelphiError:

@@ -16,14 +16,15 @@
   .delphi-attempt.json     how the last attempt a suite launched ended (delphi.suite)
   .delphi-replaced/        the previous run, kept aside by --overwrite until the new run's first checkpoint
   .hub-staging/  .hub-push-staging/   what the uploader (training's, `delphi push`'s) is about to upload
-  .hub-resume/{branch}/    a hub checkpoint downloaded to resume from (`resume_from: org/name@step{N}`)
+  .hub-resume/{branch}/    a hub checkpoint downloaded to resume from (`resume: org/name@step{N}`);
+                           removed at the run's first checkpoint or end
   .resume-step{N}/         a resume view of step{N} for another process layout (delphi.train.resume)
   train.log                the run's output when a suite launched it (delphi.suite)
 ```
 
-A checkpoint is named by a *reference*: a step folder, a run directory (its newest checkpoint, or the
-`revision` step), or a hub repo id (`org/name`, with `revision` a branch); `checkpoint_ref` reads all three
-the same way for every command.
+A checkpoint is named by a *reference*: a step folder (`RUN/stepN`), a run directory (its newest checkpoint,
+or the `revision` step), or a hub repo id (`org/name`, with `revision` a branch, or `org/name@stepN`);
+`checkpoint_ref` reads them the same way for every command and for `delphi.load`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from delphi.errors import DelphiError
-from delphi.inputs import check_local_or_hub
+from delphi.inputs import check_local_or_hub, parse_hub_ref
 
 RECIPE_FILE = "recipe.yaml"
 RUN_CONTEXT_FILE = "run_context.json"
@@ -54,11 +55,12 @@ REPLACED_DIR = ".delphi-replaced"
 REPLACED_COMPLETE, REPLACED_COMMITTED = ".complete", ".committed"
 HUB_STAGING_DIR = ".hub-staging"  # inside the run folder: same file system, so hard links work
 HUB_PUSH_STAGING_DIR = ".hub-push-staging"  # not the training uploader's, so both can run at once
-HUB_RESUME_DIR = ".hub-resume"
+HUB_RESUME_DIR = ".hub-resume"  # a hub branch to resume from; removed once the run has a checkpoint
 RESUME_VIEW_PREFIX = ".resume-"
 SHARED_MARKER_PREFIX = ".delphi-shared-"  # probes that every process sees the same out_dir
 RUN_LOG_FILE = "train.log"
 MAIN_BRANCH = "main"
+MANIFEST_FILE = "checkpoints.json"  # on a hub repo's `main`: every published checkpoint (delphi.hub.manifest)
 
 _STEP = re.compile(r"^step(\d+)$")
 # transformers' checkpoint folder (PREFIX_CHECKPOINT_DIR) and delphi's older temp names: unfinished saves
@@ -194,7 +196,8 @@ def checkpoint_ref(model: str | os.PathLike, revision: str | None = None) -> Che
     - a step folder (`out/run/step64`): that checkpoint of its run (`revision` absent or that step); any other
       folder holding a model (config.json) is a run of its own with no branch;
     - a run directory (holding `step*/`): checkpoint `revision`, or no branch (the caller picks);
-    - a hub repo id `org/name`: branch `revision` (or none);
+    - a hub repo id `org/name`: branch `revision` (or none); `org/name@stepN`: that branch (`revision`
+      absent or the same);
     Anything else is a DelphiError that says which of these was expected.
     """
     text = str(model)
@@ -213,5 +216,13 @@ def checkpoint_ref(model: str | os.PathLike, revision: str | None = None) -> Che
         if revision is not None and not is_complete(path / revision):
             raise DelphiError(f"run {text!r} has no complete checkpoint {revision!r}")
         return CheckpointRef(str(path), revision, local=True)
-    check_local_or_hub(text, what="a run directory, a step folder or a hub repo id 'org/name'")
+    pinned = parse_hub_ref(text)
+    if pinned is not None:
+        if revision is not None and revision != pinned[1]:
+            raise DelphiError(
+                f"{text!r} names branch {pinned[1]} of {pinned[0]!r}, but --revision {revision!r} names another; "
+                f"pass {pinned[0]!r} with --revision, or {text!r} alone"
+            )
+        return CheckpointRef(pinned[0], pinned[1], local=False)
+    check_local_or_hub(text, what="a run directory, a step folder or a hub repo id 'org/name[@stepN]'")
     return CheckpointRef(text, revision, local=False)

@@ -1,4 +1,5 @@
-"""Where a checkpoint came from: package versions, device, world size, git state, command line.
+"""Where a checkpoint came from: delphi's version and source commit, package versions, device, world
+size, the git state of the directory it was started in, command line.
 
 Stored with every checkpoint (`run_context.json`) so a result can be traced to the code and hardware that
 made it, minus anything private: no host names, and secrets scrubbed from the command line.
@@ -98,6 +99,26 @@ def _git_state(cwd: str | os.PathLike) -> dict | None:
     return {"commit": commit, "dirty": dirty}
 
 
+def delphi_source() -> dict:
+    """delphi's own version and, for a source install (a git checkout whose top is the folder holding
+    the `delphi` package), its commit and dirty flag: which delphi made a run, wherever it was started."""
+    root = Path(delphi.__file__).resolve().parent.parent
+    state = None
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if top.returncode == 0 and Path(top.stdout.strip()).resolve() == root:
+            state = _git_state(root)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "version": delphi.__version__,
+        "commit": state and state["commit"],
+        "dirty": state and state["dirty"],
+    }
+
+
 def _device() -> str:
     import torch
 
@@ -109,7 +130,9 @@ def _device() -> str:
 
 
 def run_context(*, world_size: int | None = None, cwd: str | os.PathLike | None = None) -> dict:
-    """Versions, device, world size, git state and (scrubbed) command line of this run; no host names.
+    """Versions (delphi's own with its source commit), device, world size, the git state of the
+    directory the run was started in (`cwd`: where its recipes usually live; None outside a checkout) and
+    the (scrubbed) command line of this run; no host names.
 
     Stored with every checkpoint (`run_context.json`) so a result can be traced to the code that made it.
     """
@@ -120,6 +143,7 @@ def run_context(*, world_size: int | None = None, cwd: str | os.PathLike | None 
     return {
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
+        "delphi": delphi_source(),
         "packages": {"delphi": delphi.__version__} | {name: _package_version(name) for name in _PACKAGES},
         "device": _device(),
         "world_size": world_size,

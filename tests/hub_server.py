@@ -1,6 +1,6 @@
 """A small hub-compatible HTTP server for tests: the routes `huggingface_hub` (2.x) calls, on 127.0.0.1.
 
-It keeps git-like state per repo (branches pointing at commits, each commit a full file list), stores
+Also listing repos (`list_models(author=, search=)`) and deleting branches. It keeps git-like state per repo (branches pointing at commits, each commit a full file list), stores
 file contents by sha256 in a folder, speaks the LFS batch + PUT protocol, and answers tree,
 paths-info, repo info and resolve (HEAD metadata headers, GET with Range) the way the client expects.
 It checks `Authorization: Bearer <token>` for every write and for reads of private repos.
@@ -173,6 +173,14 @@ class FakeHub:
             commit, _ = self.files(repo, starting_point or "main")
             repo.branches[branch] = commit
 
+    def delete_branch(self, repo: Repo, branch: str) -> None:
+        with self.lock:
+            if branch == "main":
+                raise HubError(403, "You cannot delete the default branch")
+            if branch not in repo.branches:
+                raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+            del repo.branches[branch]
+
     def commit(self, repo: Repo, revision: str, lines: list[dict]) -> str:
         with self.lock:
             _, current = self.files(repo, revision)
@@ -287,6 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self):
         self._dispatch("PUT")
 
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
     def _dispatch(self, method: str) -> None:
         self._status = 0
         url = urlsplit(self.path)
@@ -324,7 +335,9 @@ class _Handler(BaseHTTPRequestHandler):
         ("POST", "create", r"/api/repos/create"),
         ("POST", "validate-yaml", r"/api/validate-yaml"),
         ("GET", "whoami", r"/api/whoami-v2"),
+        ("GET", "list", r"/api/(models|datasets)"),
         ("POST", "branch", r"/api/(models|datasets)/([^/]+/[^/]+)/branch/([^/]+)"),
+        ("DELETE", "delete-branch", r"/api/(models|datasets)/([^/]+/[^/]+)/branch/([^/]+)"),
         ("GET", "refs", r"/api/(models|datasets)/([^/]+/[^/]+)/refs"),
         ("POST", "preupload", r"/api/(models|datasets)/([^/]+/[^/]+)/preupload/([^/]+)"),
         ("POST", "commit", r"/api/(models|datasets)/([^/]+/[^/]+)/commit/([^/]+)"),
@@ -379,6 +392,24 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._repo(self._type(plural), repo_id, write=True)
         self.hub.create_branch(repo, branch, json.loads(body or b"{}").get("startingPoint"))
         self._json(200, {})
+
+    def _delete_branch(self, method, body, query, plural, repo_id, branch):
+        repo = self._repo(self._type(plural), repo_id, write=True)
+        self.hub.delete_branch(repo, branch)
+        self._json(200, {})
+
+    def _list(self, method, body, query, plural):
+        """Repos of a type, filtered as the hub does by `author` (owner) and `search` (substring of the id)."""
+        author, search = query.get("author", [""])[0], query.get("search", [""])[0]
+        out = [
+            {"_id": repo.repo_id, "id": repo.repo_id, "private": repo.private, "tags": []}
+            for (kind, _), repo in sorted(self.hub.repos.items())
+            if kind == self._type(plural)
+            and (not author or repo.repo_id.split("/")[0] == author)
+            and search.lower() in repo.repo_id.lower()
+            and (not repo.private or self._authorized())
+        ]
+        self._json(200, out)
 
     def _refs(self, method, body, query, plural, repo_id):
         repo = self._repo(self._type(plural), repo_id)

@@ -14,10 +14,10 @@ from delphi.hub.client import (
     compare_with_remote,
     ensure_repo,
     local_files,
-    parse_hub_ref,
     publish_folder,
     remote_files,
 )
+from delphi.inputs import parse_hub_ref
 
 # raised inside huggingface_hub's LFS upload, not by delphi
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 
 from delphi.errors import DelphiError
 from delphi.hub.push import push_run
-from delphi.layout import list_checkpoints
+from delphi.hub.verify import verify_repo
+from delphi.layout import HUB_RESUME_DIR, HUB_STAGING_DIR, list_checkpoints
 from delphi.recipe import load_recipe
 from delphi.train.run import train
 
@@ -103,9 +104,12 @@ def test_run_publishes_every_checkpoint_to_its_branch(hub_server, data_root, tmp
         == (out / "step6/model.safetensors").read_bytes()
     )
     assert AutoTokenizer.from_pretrained("org/tiny").bos_token_id == 0
-    assert "2 branch" not in caplog.text and "6 branch(es) on the hub" in caplog.text
+    assert "2 branch" not in caplog.text and "6 branch(es) on the hub: main, step1, step2" in caplog.text
+    manifest = json.loads(hub_server.files("org/tiny")["checkpoints.json"])  # written by the uploader
+    assert [e["step"] for e in manifest["checkpoints"]] == steps and manifest["final_step"] == 6
+    assert verify_repo("org/tiny")[0] == []
     # nothing staged is left behind, and the token is in no uploaded file and no log line
-    assert not (out / ".hub-staging").exists()
+    assert not (out / HUB_STAGING_DIR).exists()
     for branch in expected:
         for name, data in hub_server.files("org/tiny", branch).items():
             assert HUB_TOKEN.encode() not in data, (branch, name)
@@ -186,7 +190,13 @@ def test_push_after_an_offline_run_then_nothing_the_second_time(hub_server, data
     assert second.returncode == 0, second.stderr
     assert "uploaded: nothing" in second.stdout
     assert hub_server.hub.count("commit") + hub_server.hub.count("lfs-upload") == uploads
-    assert hub_server.hub.count("preupload") == 6  # one per branch, the first time only
+    assert (
+        hub_server.hub.count("preupload") == 7
+    )  # one per branch and one for checkpoints.json, the first time only
+    manifest = json.loads(hub_server.files("org/later")["checkpoints.json"])
+    assert [e["branch"] for e in manifest["checkpoints"]] == ["step1", "step2", "step3", "step4", "step6"]
+    assert manifest["final_step"] == 6 and all(len(e["sha256"]) == 64 for e in manifest["checkpoints"])
+    assert "6 branch(es) on the hub: main, step1, step2, step3, step4, step6" in first.stdout
     assert HUB_TOKEN not in first.stdout + first.stderr + second.stdout + second.stderr
     assert "HTTP Request" not in first.stderr  # no line per request from huggingface_hub's client
 
@@ -213,6 +223,7 @@ def test_resume_from_a_hub_branch_with_data_and_tokenizer_from_the_hub(hub_serve
                        hub={"repo": "org/tiny-resumed"})  # fmt: skip
     resumed = train(load_recipe([path]))
     assert all_steps(resumed_out) == [6]
+    assert not (resumed_out / HUB_RESUME_DIR).exists()  # the run goes on from its own checkpoints
     # the same machine, layout and threads: a resumed run ends exactly where the uninterrupted one does
     assert resumed["eval_loss"] == full["eval_loss"]
     a = load_file(tmp_path / "a" / "step6" / "model.safetensors")
@@ -224,3 +235,4 @@ def test_resume_from_a_hub_branch_with_data_and_tokenizer_from_the_hub(hub_serve
     )
     with pytest.raises(DelphiError, match="no optimizer state.*push_optimizer"):
         train(load_recipe([no_optimizer]))
+    assert not (tmp_path / "c").exists()  # a fresh out_dir is left as it was found

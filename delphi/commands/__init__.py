@@ -27,6 +27,7 @@ from delphi.commands import (
     suite,
     tokenizer,
     validate,
+    verify,
 )
 from delphi.train import command as train
 
@@ -42,6 +43,7 @@ COMMANDS = {
     "curves": curves,
     "batches": batches,
     "push": push,
+    "verify": verify,
     "suite": suite,
 }
 

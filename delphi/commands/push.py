@@ -10,7 +10,7 @@ HELP = "publish a run's local checkpoints to the hub (each on branch step{N}, th
 DESCRIPTION = (
     "Upload every complete checkpoint of RUN_DIR that is missing or different on the hub, verified file by "
     "file; running it again uploads nothing. Optimizer state stays local unless --include-optimizer. The "
-    "token comes from HF_TOKEN or `hf auth login`."
+    "token comes from HF_TOKEN or `hf auth login`. A repo holding a different run is refused unless --overwrite."
 )
 
 
@@ -23,6 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also upload optimizer/scheduler/RNG state where a checkpoint still has it (to resume from the hub)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a different run the repo holds (its branches this run does not have are deleted)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -30,7 +35,11 @@ def run(args: argparse.Namespace) -> None:
     from delphi.hub.push import push_run
 
     summary = push_run(
-        args.run_dir, args.repo, private=args.private, include_optimizer=args.include_optimizer
+        args.run_dir,
+        args.repo,
+        private=args.private,
+        include_optimizer=args.include_optimizer,
+        overwrite=args.overwrite,
     )
     print(f"uploaded: {', '.join(summary['uploaded']) or 'nothing'}")
     print(f"already on the hub: {', '.join(summary['unchanged']) or 'nothing'}")
@@ -38,3 +47,5 @@ def run(args: argparse.Namespace) -> None:
     if summary["failed"]:
         failed = ", ".join(summary["failed"])
         raise DelphiError(f"{len(summary['failed'])} branch(es) failed to upload: {failed}")
+    if summary["manifest"] not in ("updated", "unchanged"):
+        raise DelphiError(f"checkpoints.json on main could not be updated: {summary['manifest']}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from delphi import atomic
+from delphi.api import hub_map
 from delphi.errors import DelphiError
 from delphi.evaluate.sources import checkpoint_meta, is_local, list_branches, read_checkpoint_file, run_name
 from delphi.inputs import check_local_or_hub, check_output_dir
@@ -65,9 +66,9 @@ def recipe_identity(recipe: dict) -> str:
     return json.dumps(identity, sort_keys=True, default=str)
 
 
-def _run_details(source: str, branch: str) -> dict:
+def _run_details(source: str, branch: str, recipe=None) -> dict:
     """identity, seeds, parameters and architecture from a checkpoint's recipe.yaml and run_context.json."""
-    recipe = _read_yaml(source, branch, "recipe.yaml")
+    recipe = _read_yaml(source, branch, "recipe.yaml") if recipe is None else recipe
     if not isinstance(recipe, dict):
         return {}
     seeds = recipe.get("seeds") or {}
@@ -87,26 +88,65 @@ def _run_details(source: str, branch: str) -> dict:
     }
 
 
-def load_curve(run_or_repo: str | os.PathLike) -> Curve:
-    """The curve of a run directory or hub repo; checkpoints without an evaluation are left out."""
+def load_curves(run_or_repo: str | os.PathLike) -> list[Curve]:
+    """The curves of a run directory or hub repo: one per run its checkpoints come from.
+
+    Each checkpoint's name, size, architecture and seeds come from its own `recipe.yaml`, so a hub repo that
+    holds branches of two runs (published before delphi refused that) gives two curves, not one line
+    through both. Checkpoints without an evaluation are left out.
+    """
     source = str(run_or_repo)
     _check_run(source)
     branches = list_branches(source)
     if not branches:
         raise DelphiError(f"{source!r} has no step checkpoints (no complete step{{N}} folder or branch)")
-    points = []
-    for branch in branches:
-        meta = checkpoint_meta(source, branch)
-        if meta.get("eval_loss") is not None and meta.get("tokens_seen", 0) > 0:
-            points.append((int(meta["tokens_seen"]), float(meta["eval_loss"]), int(meta["step"])))
-    if not points:
+    metas = hub_map(lambda branch: checkpoint_meta(source, branch), branches)
+    recipes = hub_map(lambda branch: _read_yaml(source, branch, "recipe.yaml"), branches)
+    groups: dict[str, list[int]] = {}
+    for i, recipe in enumerate(recipes):
+        key = json.dumps(_run_identity(recipe), sort_keys=True, default=str)
+        groups.setdefault(key, []).append(i)
+    curves = []
+    for members in groups.values():
+        points = [
+            (int(metas[i]["tokens_seen"]), float(metas[i]["eval_loss"]), int(metas[i]["step"]))
+            for i in members
+            if metas[i].get("eval_loss") is not None and metas[i].get("tokens_seen", 0) > 0
+        ]
+        if not points:
+            continue
+        newest = members[-1]
+        recipe = recipes[newest]
+        name = recipe.get("name") if isinstance(recipe, dict) else None
+        curves.append(
+            Curve(
+                name=str(name) if name else run_name(source, branches),
+                source=source,
+                points=sorted(points, key=lambda p: p[2]),
+                **_run_details(source, branches[newest], recipe),
+            )
+        )
+    if not curves:
         raise DelphiError(f"no checkpoint of {source!r} records an eval_loss: nothing to plot")
-    return Curve(
-        name=run_name(source, branches),
-        source=source,
-        points=sorted(points, key=lambda p: p[2]),
-        **_run_details(source, branches[-1]),
-    )
+    return curves
+
+
+def _run_identity(recipe) -> object:
+    """What tells one run's checkpoints from another's: the recipe's name and identity, seeds included."""
+    if not isinstance(recipe, dict):
+        return None
+    try:
+        return [recipe.get("name"), Recipe.identity_of(recipe)]
+    except (AttributeError, TypeError):
+        return [recipe.get("name")]
+
+
+def load_curve(run_or_repo: str | os.PathLike) -> Curve:
+    """The curve of a run directory or hub repo that holds one run (see `load_curves`)."""
+    curves = load_curves(run_or_repo)
+    if len(curves) > 1:
+        raise DelphiError(f"{str(run_or_repo)!r} holds {len(curves)} runs; read them with load_curves")
+    return curves[0]
 
 
 RUNS_EXPECTED = "a run directory, a directory of runs or a hub repo id 'org/name'"
@@ -290,7 +330,8 @@ def plot_curves(
     if not runs:
         raise DelphiError("give at least one run directory or hub repo")
     check_output_dir(out_png.parent, what=f"--out {str(out_png)!r}: its folder")
-    curves = [load_curve(run) for run in expand_runs(runs)]  # every source is read before anything is written
+    # every source is read before anything is written
+    curves = [curve for run in expand_runs(runs) for curve in load_curves(run)]
     out_png.parent.mkdir(parents=True, exist_ok=True)
     figure = curves_figure(curves, title=title)
     atomic.write_atomically(out_png, lambda temp: figure.savefig(temp, format="png"))

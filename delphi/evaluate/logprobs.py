@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from delphi import atomic
+from delphi.api import load_model
 from delphi.data.splits import load_split, split_name
 from delphi.devices import resolve_device
 from delphi.errors import DelphiError
-from delphi.evaluate.sources import ALL, is_local, load_location, run_and_branches, select_branches
+from delphi.evaluate.sources import ALL, is_local, run_and_branches, select_branches
 from delphi.hub.client import ensure_repo, hub_error
 from delphi.inputs import check_output_dir
 
@@ -99,16 +100,7 @@ def _batches(column, batch_size: int):
 
 
 def _load_model(model: str, branch: str, device: str):
-    from transformers import AutoModelForCausalLM
-
-    where, revision = load_location(model, branch)
-    try:
-        lm = AutoModelForCausalLM.from_pretrained(where, revision=revision)
-    except Exception as e:
-        if is_local(model):
-            raise DelphiError(f"could not load a model from {where!r}: {e}") from e
-        raise hub_error(f"load branch {branch} of", model, e) from e
-    return lm.to(device).eval()
+    return load_model(model, branch, device=device)
 
 
 def _write_split(lm, column, batch_size: int, device: str, path: Path, desc: str) -> dict:

@@ -35,13 +35,18 @@ def is_local(model: str | os.PathLike) -> bool:
 def run_and_branches(
     model: str | os.PathLike, branches: str | list[str] = ALL
 ) -> tuple[str, str | list[str]]:
-    """A step folder stands for its run with that one branch (`branches` must be ALL or that step); a run
-    directory or repo id for itself."""
+    """A step folder (or `org/name@stepN`) stands for its run with that one branch (`branches` must be ALL
+    or that step); a run directory or repo id for itself."""
     ref = checkpoint_ref(model)
-    if ref.local and ref.branch is not None:
+    if ref.branch is not None:
         if branches in (ALL, [ALL]) or _branch_list(branches) == [ref.branch]:
             return ref.run, [ref.branch]
         text = branches if isinstance(branches, str) else ",".join(branches)
+        if not ref.local:
+            raise DelphiError(
+                f"{str(model)!r} names branch {ref.branch} of {ref.run!r}, but --branches {text!r} names "
+                f"another; pass {ref.run!r} with --branches, or {str(model)!r} alone"
+            )
         raise DelphiError(step_folder_conflict(str(model), "--branches", text))
     return str(model), branches
 

@@ -5,6 +5,9 @@
 - `publish`: publishing checkpoints (each on branch `step{N}`, the final one also on `main`): staging,
   retries, verification, and the background uploader a training run uses.
 - `push`: `delphi push`, publishing what a run has locally and the hub lacks.
+- `repo_run`: one run per repo (publishing another run is refused unless --overwrite replaces it).
+- `manifest`: `checkpoints.json` on `main`, the list of every published checkpoint.
+- `verify`: what `delphi verify` checks of a published run, from metadata alone.
 
 "Publish" always means the upload; the local rename that completes a checkpoint is `finalize`.
 """

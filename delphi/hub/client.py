@@ -14,17 +14,16 @@ sizes for both), and `publish_folder` treats any difference after an upload as a
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from delphi.errors import DelphiError
 from delphi.inputs import endpoint, require_reachable
+from delphi.layout import MAIN_BRANCH, parse_step
 
 # the hub's own file, present on every branch; never ours to compare or delete
 HUB_MANAGED = frozenset({".gitattributes"})
-_HUB_REF = re.compile(r"^([\w.-]+/[\w.-]+)@([\w.-]+)$")
 
 
 def hub_error(action: str, repo_id: str, err: Exception) -> DelphiError:
@@ -94,14 +93,6 @@ def upload_dir(
     return str(getattr(info, "commit_url", info))
 
 
-def parse_hub_ref(ref: str) -> tuple[str, str] | None:
-    """("org/name", "step400") for "org/name@step400"; None for anything else (e.g. a local path)."""
-    match = _HUB_REF.match(ref.strip())
-    if match is None or os.path.exists(ref):
-        return None
-    return match.group(1), match.group(2)
-
-
 # ---- what is on a branch, and does it equal a local folder ----
 
 
@@ -128,6 +119,28 @@ def remote_files(repo_id: str, revision: str, *, repo_type: str = "model") -> di
         for e in entries
         if hasattr(e, "blob_id")  # files, not folders
     }
+
+
+def branch_heads(repo_id: str, *, repo_type: str = "model") -> dict[str, str]:
+    """{branch: commit} of every branch of a repo, `main` first, then `step{N}` by N, then the rest by name."""
+    from huggingface_hub import HfApi
+
+    refs = HfApi().list_repo_refs(repo_id, repo_type=repo_type)
+    heads = {b.name: b.target_commit for b in refs.branches}
+
+    def order(name: str):
+        step = parse_step(name)
+        return (name != MAIN_BRANCH, step is None, step or 0, name)
+
+    return {name: heads[name] for name in sorted(heads, key=order)}
+
+
+def branches_on_hub(repo_id: str) -> list[str] | None:
+    """Every branch of a repo (see `branch_heads`), or None when the hub cannot say."""
+    try:
+        return list(branch_heads(repo_id))
+    except Exception:  # the summary then names what was published instead
+        return None
 
 
 def local_files(folder: str | Path) -> dict[str, Path]:

@@ -28,6 +28,7 @@ from delphi.recipe.schema import (
     Recipe,
     Seeds,
     check_steps,
+    identity_changes,
     split_batch,
 )
 from delphi.recipe.usercode import import_callback
@@ -46,6 +47,7 @@ __all__ = [
     "Recipe",
     "Seeds",
     "check_steps",
+    "identity_changes",
     "import_callback",
     "load_recipe",
     "parse_yaml",

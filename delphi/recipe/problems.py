@@ -19,8 +19,14 @@ from typing import Any
 
 from delphi.data.sequences import MIN_SEQ_LEN
 from delphi.errors import DelphiError, did_you_mean
-from delphi.hub.client import parse_hub_ref
-from delphi.inputs import check_local, check_local_or_hub, check_output_dir, is_hub_id, missing_path_error
+from delphi.inputs import (
+    check_local,
+    check_local_or_hub,
+    check_output_dir,
+    is_hub_id,
+    missing_path_error,
+    parse_hub_ref,
+)
 from delphi.layout import has_resume_state, is_complete
 from delphi.recipe.model_section import config_problems
 from delphi.recipe.optimizer import optimizer_value_problems, optimizer_values

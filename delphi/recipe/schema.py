@@ -206,6 +206,20 @@ class Recipe:
         return source_dirs(self.sources)
 
 
+def identity_changes(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """How run identity `b` differs from `a` (`Recipe.identity`), one `key: old -> new` per difference; []
+    for the same run. How an out_dir (delphi.train.outdir) and a hub repo (delphi.hub.repo_run) tell the
+    run they hold from another."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += identity_changes(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out
+
+
 def _with_defaults(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """`data` with every field of dataclass `cls` it lacks set to the field's default (sections too)."""
     hints = typing.get_type_hints(cls)

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a different run in out_dir (the old one is deleted once the new one has a checkpoint)",
+        help="replace a different run in out_dir (the old one is deleted once the new one has a checkpoint) "
+        "and on the hub repo (hub.repo; its branches this run does not have are deleted at the end)",
     )
 
 

@@ -34,9 +34,8 @@ from pathlib import Path
 import yaml
 
 from delphi.errors import DelphiError
-from delphi.hub.client import parse_hub_ref
 from delphi.hub.publish import download_checkpoint
-from delphi.inputs import check_output_dir
+from delphi.inputs import check_output_dir, parse_hub_ref
 from delphi.layout import (
     CONFIG_FILE,
     LOCK_FILE,
@@ -52,7 +51,7 @@ from delphi.layout import (
 )
 from delphi.models import build_model
 from delphi.quiet import tied_parameter_names
-from delphi.recipe import Recipe
+from delphi.recipe import Recipe, identity_changes
 from delphi.recipe.problems import check_resume_path
 from delphi.run_status import is_complete_run, lock_holder
 
@@ -141,18 +140,7 @@ def saved_run_changes(out_dir: Path, existing: list, recipe: Recipe) -> list[str
         before = Recipe.identity_of(yaml.safe_load(saved.read_text()))
     except (OSError, yaml.YAMLError, AttributeError, TypeError) as e:
         raise DelphiError(f"cannot read the saved recipe {str(saved)!r}: {e}") from e
-    return _diff(before, recipe.identity())
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
-    return out
+    return identity_changes(before, recipe.identity())
 
 
 def explicit_resume(recipe: Recipe) -> str | None:

@@ -26,7 +26,8 @@ from transformers.utils import logging as hf_logging
 from delphi import atomic
 from delphi.data.tokenizer import load_tokenizer
 from delphi.errors import DelphiError
-from delphi.hub.publish import check_hub, close_hub_uploader, open_hub_uploader
+from delphi.hub.publish import check_hub, close_hub_uploader, drop_hub_resume, open_hub_uploader
+from delphi.hub.repo_run import RepoRun
 from delphi.layout import (
     HUB_RESUME_DIR,
     LOCK_FILE,
@@ -42,7 +43,7 @@ from delphi.provenance import run_context
 from delphi.recipe import Recipe, recipe_problems, refusal
 from delphi.recipe.optimizer import OPTIMIZER_KEYS, optimizer_value_problems
 from delphi.recipe.usercode import import_callback
-from delphi.run_status import hold_run_lock
+from delphi.run_status import hold_run_lock, lock_holder
 from delphi.train.arguments import training_arguments
 from delphi.train.callbacks import HubPublisher, OnFirstCheckpoint, RecipeToWandb
 from delphi.train.checkpoints import disk_full_error, is_disk_full, remove_partial_checkpoint
@@ -84,7 +85,7 @@ class RunSetup:
     main: bool  # this process writes the out_dir and speaks for the run
     out_dir: Path
     existed: bool  # the out_dir was there before this invocation
-    overwrite: bool  # --overwrite: replace a different run in out_dir
+    overwrite: bool  # --overwrite: replace a different run in out_dir and on the hub repo
     args: TrainingArguments  # built once; building them set up the process group
 
 
@@ -133,14 +134,24 @@ def _visible_gpus() -> int:
 def _train(setup: RunSetup, callbacks: list) -> dict:
     recipe, out_dir = setup.recipe, setup.out_dir
     check_shared_out_dir(out_dir)  # before any process reads the out_dir for a decision
-    plan = agree(lambda: plan_out_dir(recipe, overwrite=setup.overwrite))
+    try:
+        plan = agree(lambda: plan_out_dir(recipe, overwrite=setup.overwrite))
+    except BaseException:
+        if setup.main:
+            if lock_holder(out_dir) is None:  # not another trainer's download
+                drop_hub_resume(out_dir)  # e.g. a hub `resume:` whose model is not this recipe's
+            if not setup.existed:
+                _remove_if_only_leftovers(out_dir)
+        raise
     if plan.action == "complete":
         return _complete_run(setup, plan.final_checkpoint)
     try:
         run = _prepare(setup, callbacks)
     except BaseException:
-        if setup.main and not setup.existed:
-            _remove_if_only_leftovers(out_dir)
+        if setup.main:
+            drop_hub_resume(out_dir)
+            if not setup.existed:
+                _remove_if_only_leftovers(out_dir)
         raise
     return _run(setup, run, plan)
 
@@ -153,7 +164,7 @@ class _PreparedRun:
     total: int  # optimizer steps of the run
     steps: list[int]  # checkpoint steps
     steps_per_epoch: int
-    online: bool  # the hub is there to publish to
+    online: RepoRun | None  # the hub is there to publish to (what publishing there means); None: offline
     parameters: tuple[int, int]  # (total, without embeddings)
     sizes: tuple[int, int]  # (train, validation) sequences
 
@@ -189,7 +200,8 @@ def _prepare(setup: RunSetup, callbacks: list) -> _PreparedRun:
     check_parallelism(args, trainer)
     _check_optimizer_and_schedule(trainer, total)
     _warn_about_warmup(args, total)  # once the learning rate is known to be valid
-    online = agree(lambda: check_hub(recipe))  # last: the slowest check, and it may need the network
+    # last: the slowest check, and it may need the network; None = no hub (or offline), else a RepoRun
+    online = agree(lambda: check_hub(recipe, overwrite=setup.overwrite))
     return _PreparedRun(
         trainer=trainer,
         total=total,
@@ -306,10 +318,11 @@ def _run(setup: RunSetup, run: _PreparedRun, plan: OutDirPlan) -> dict:
         def commit(first_checkpoint: Path) -> None:
             atomic.write_text(out_dir / RECIPE_FILE, recipe.dump_yaml())
             drop_set_aside_run(out_dir)
+            drop_hub_resume(out_dir)  # every process has read it: the run goes on from its own checkpoints
 
         trainer.add_callback(OnFirstCheckpoint(commit))
-        if run.online:
-            uploader = open_hub_uploader(recipe)
+        if run.online is not None:
+            uploader = open_hub_uploader(recipe, run.online)
             trainer.add_callback(HubPublisher(uploader))
         _log_start(setup, run, plan)
     try:
@@ -340,6 +353,8 @@ def _run(setup: RunSetup, run: _PreparedRun, plan: OutDirPlan) -> dict:
     finally:
         finish_wandb(recipe)
         hub_summary = close_hub_uploader(uploader, recipe, main_process=main) if main else None
+        if main:
+            drop_hub_resume(out_dir)
         lock.close()
         if main and not setup.existed and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a fresh out_dir that got no checkpoint goes back to not existing
