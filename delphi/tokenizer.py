@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from delphi.errors import DelphiError
+from delphi.portable import make_portable
 
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
 BYTE_ALPHABET_SIZE = 256
@@ -112,6 +113,7 @@ def train_tokenizer(
         dir=out_path.parent if out_path is not None else None, prefix=".tokenizer-"
     ) as tmp:
         tokenizer.save_pretrained(tmp)
+        make_portable(tmp)  # loads with transformers 4 too (delphi.portable)
         location = None
         if out_repo is not None:
             from delphi.hub.client import upload_dir
