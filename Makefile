@@ -24,7 +24,7 @@ SET       ?=
 NPROC     ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install demo corpus tokenizer dataset train train-multi-cpu suite validate test test-fast test-compat test-tf4 lint format bench clean
+.PHONY: install demo corpus tokenizer dataset train train-multi-cpu suite validate test test-fast test-compat test-tf4 test-interp lint format bench clean
 
 install: $(STAMP)
 
@@ -137,6 +137,19 @@ test-tf4: $(STAMP)
 		> $(TF4_VENV)/torch-pin.txt
 	$(TF4_VENV)/bin/python -m pip install --quiet -c $(TF4_VENV)/torch-pin.txt "transformers==$(TF4_TRANSFORMERS)" safetensors
 	DELPHI_TF4_PYTHON=$(TF4_VENV)/bin/python $(BIN)/python -m pytest tests/test_transformers4.py -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# delphi's checkpoints in TransformerLens, nnsight and lm-evaluation-harness (tests/test_interp_tools.py): a venv
+# of their own (delphi with the `interp` extra and .venv's torch), since they bring many packages of their own.
+INTERP_VENV ?= .venv-interp
+test-interp:
+	test -x $(INTERP_VENV)/bin/python || $(PYTHON) -m venv $(INTERP_VENV)
+	$(INTERP_VENV)/bin/python scripts/install_torch.py
+	$(INTERP_VENV)/bin/python -c "from importlib.metadata import version; print('torch==' + version('torch').split('+')[0])" \
+		> $(INTERP_VENV)/torch-pin.txt
+	$(INTERP_VENV)/bin/python -m pip install --quiet -c constraints.txt -c $(INTERP_VENV)/torch-pin.txt -e ".[interp]" "pytest>=8"
+	$(INTERP_VENV)/bin/python -c "from importlib.metadata import version as v; print('test-interp:', *(f'{p} {v(p)}' \
+		for p in ('transformers', 'transformer-lens', 'nnsight', 'lm-eval')))"
+	DELPHI_INTERP_TOOLS=1 $(INTERP_VENV)/bin/python -m pytest tests/test_interp_tools.py -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check delphi tests benchmarks scripts
