@@ -19,6 +19,8 @@ from tiny import MODEL, write_recipe
 from delphi.recipe import load_recipe
 from delphi.train.run import train
 
+pytestmark = pytest.mark.slow  # trains two runs
+
 # `make test-interp` sets this: there a tool that is missing fails its test instead of skipping it
 REQUIRED = os.environ.get("DELPHI_INTERP_TOOLS") == "1"
 

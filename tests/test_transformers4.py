@@ -26,10 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 # `make test-tf4` names its venv's interpreter, which must then exist; otherwise .venv-tf4 is used if it is there
 TF4_PYTHON = os.environ.get("DELPHI_TF4_PYTHON") or str(REPO / ".venv-tf4" / "bin" / "python")
 
-pytestmark = pytest.mark.skipif(
-    "DELPHI_TF4_PYTHON" not in os.environ and not Path(TF4_PYTHON).is_file(),
-    reason="needs a transformers 4 venv: `make test-tf4` builds .venv-tf4 and runs this file",
-)
+pytestmark = [
+    pytest.mark.slow,  # trains three runs and starts a process
+    pytest.mark.skipif(
+        "DELPHI_TF4_PYTHON" not in os.environ and not Path(TF4_PYTHON).is_file(),
+        reason="needs a transformers 4 venv: `make test-tf4` builds .venv-tf4 and runs this file",
+    ),
+]
 
 TEXTS = ["Once upon a time, a little cat named Tom found a red ball.", 'Sara said, "Let us play!" Éa 🐱']
 # The same weights run through the same torch CPU kernels in both processes, but by different library code
