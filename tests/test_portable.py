@@ -29,7 +29,7 @@ def test_a_portable_tokenizer_gives_transformers5_the_same_tokenizer(text_dir, t
     import pyarrow.parquet as pq
     from transformers import AutoTokenizer
 
-    from delphi.tokenizer import build_tokenizer
+    from delphi.data.tokenizer import build_tokenizer
 
     stories = pq.read_table(text_dir / "train-00000.parquet").column("story").to_pylist()
     written = tmp_path / "tok"
@@ -58,7 +58,7 @@ def test_merges_holding_a_space_stay_pairs():
 
 
 def test_delphi_tokenizer_writes_portable_files(text_dir, tmp_path):
-    from delphi.tokenizer import train_tokenizer
+    from delphi.data.tokenizer import train_tokenizer
 
     train_tokenizer(str(text_dir), feature="story", vocab_size=300, out_dir=tmp_path / "tok")
     config = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
