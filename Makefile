@@ -24,7 +24,7 @@ SET       ?=
 NPROC     ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install demo corpus tokenizer dataset train train-multi-cpu suite validate test test-fast test-numerics test-compat lint format bench clean
+.PHONY: install demo corpus tokenizer dataset train train-multi-cpu suite validate test test-fast test-numerics test-compat test-tf4 test-interp lint format bench clean
 
 install: $(STAMP)
 
@@ -135,6 +135,32 @@ test-compat:
 	$(COMPAT_VENV)/bin/python -c "import transformers, accelerate; print('test-compat: transformers', \
 		transformers.__version__, 'accelerate', accelerate.__version__)"
 	$(COMPAT_VENV)/bin/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+# delphi's checkpoints in transformers 4 (tests/test_transformers4.py): .venv trains tiny runs and computes token
+# ids and logits, and a venv with only torch (the same as .venv's), transformers 4 and safetensors loads the same
+# folders and must agree. TF4_TRANSFORMERS picks the release (README: "Using checkpoints in other tools").
+TF4_VENV ?= .venv-tf4
+TF4_TRANSFORMERS ?= 4.57.6
+test-tf4: $(STAMP)
+	test -x $(TF4_VENV)/bin/python || $(PYTHON) -m venv $(TF4_VENV)
+	$(TF4_VENV)/bin/python scripts/install_torch.py
+	$(TF4_VENV)/bin/python -c "from importlib.metadata import version; print('torch==' + version('torch').split('+')[0])" \
+		> $(TF4_VENV)/torch-pin.txt
+	$(TF4_VENV)/bin/python -m pip install --quiet -c $(TF4_VENV)/torch-pin.txt "transformers==$(TF4_TRANSFORMERS)" safetensors
+	DELPHI_TF4_PYTHON=$(TF4_VENV)/bin/python $(BIN)/python -m pytest tests/test_transformers4.py -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# delphi's checkpoints in TransformerLens, nnsight and lm-evaluation-harness (tests/test_interp_tools.py): a venv
+# of their own (delphi with the `interp` extra and .venv's torch), since they bring many packages of their own.
+INTERP_VENV ?= .venv-interp
+test-interp:
+	test -x $(INTERP_VENV)/bin/python || $(PYTHON) -m venv $(INTERP_VENV)
+	$(INTERP_VENV)/bin/python scripts/install_torch.py
+	$(INTERP_VENV)/bin/python -c "from importlib.metadata import version; print('torch==' + version('torch').split('+')[0])" \
+		> $(INTERP_VENV)/torch-pin.txt
+	$(INTERP_VENV)/bin/python -m pip install --quiet -c constraints.txt -c $(INTERP_VENV)/torch-pin.txt -e ".[interp]" "pytest>=8"
+	$(INTERP_VENV)/bin/python -c "from importlib.metadata import version as v; print('test-interp:', *(f'{p} {v(p)}' \
+		for p in ('transformers', 'transformer-lens', 'nnsight', 'lm-eval')))"
+	DELPHI_INTERP_TOOLS=1 $(INTERP_VENV)/bin/python -m pytest tests/test_interp_tools.py -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check delphi tests benchmarks scripts

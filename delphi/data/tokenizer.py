@@ -19,6 +19,7 @@ from delphi.data.splits import load_split, require_text_feature
 from delphi.errors import DelphiError
 from delphi.hub.client import ensure_repo, upload_dir
 from delphi.inputs import check_local_or_hub
+from delphi.portable import make_portable
 
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
 BYTE_ALPHABET_SIZE = 256
@@ -114,6 +115,7 @@ def train_tokenizer(
 
     with out.staging() if out is not None else tempfile.TemporaryDirectory(prefix="delphi-tokenizer-") as tmp:
         tokenizer.save_pretrained(tmp)
+        make_portable(tmp)  # loads with transformers 4 too (delphi.portable)
         location = None
         if out_repo is not None:
             upload_dir(tmp, out_repo, commit_message=f"Tokenizer: byte-level BPE, vocab {len(tokenizer)}")

@@ -26,6 +26,7 @@ from delphi.layout import (
     list_checkpoints,
     unfinished_saves,
 )
+from delphi.portable import make_portable
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +42,14 @@ def finalize_checkpoint(
     meta: dict,
     keep_optimizer: str = "latest",
 ) -> Path:
-    """Add `run_files` and `checkpoint.json` to Trainer's folder, rename it to `step{N}`, apply keep_optimizer."""
+    """Make Trainer's config and tokenizer files portable, add `run_files` and `checkpoint.json`, rename the
+    folder to `step{N}`, apply keep_optimizer."""
     trainer_dir = Path(trainer_dir)
     if (trainer_dir / WEIGHTS_FILE).is_file():
         (trainer_dir / FSDP_WEIGHTS).unlink(
             missing_ok=True
         )  # FSDP's second copy: a step holds its weights once
+    make_portable(trainer_dir)  # the config and tokenizer files transformers 4 loads too (delphi.portable)
     for name, text in run_files.items():
         atomic.write_text(trainer_dir / name, text)
     if keep_optimizer == "none":
