@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from delphi.errors import DelphiError
-from delphi.train.schedule import checkpoint_steps, format_steps, per_epoch_steps
+from delphi.recipe.schedule import checkpoint_steps, format_steps, per_epoch_steps
 
 PYTHIA = [2**k for k in range(10)]  # 1, 2, 4, ..., 512
 
@@ -20,7 +20,7 @@ def test_union_of_early_regular_and_final_steps():
 
 
 def test_steps_beyond_the_run_are_dropped_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="delphi.train.schedule"):
+    with caplog.at_level(logging.WARNING, logger="delphi.recipe.schedule"):
         steps = checkpoint_steps(10, every=None, steps=PYTHIA)
     assert steps == [1, 2, 4, 8, 10]
     assert "beyond max_steps=10" in caplog.text and "512" in caplog.text

@@ -25,10 +25,10 @@ from delphi.evaluate.sources import list_branches, read_checkpoint_file
 from delphi.inputs import check_local_or_hub
 from delphi.layout import RECIPE_FILE, list_checkpoints
 from delphi.recipe import load_recipe
+from delphi.recipe.schedule import training_steps
 from delphi.train.data import load_token_split
 from delphi.train.order import sequence_steps, step_indices, steps_per_epoch
 from delphi.train.sampler import DATA_ORDERS
-from delphi.train.schedule import training_steps
 
 _STEP_CHUNK_ROWS = 1 << 16  # rows (sequences) handled at once when reading tokens or writing parquet
 

@@ -37,7 +37,7 @@ from delphi.layout import (
     parse_step,
     step_name,
 )
-from delphi.train.schedule import checkpoint_steps
+from delphi.recipe.schedule import checkpoint_steps
 
 READERS = 8  # concurrent requests: each branch costs a file listing and a small download
 

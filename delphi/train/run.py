@@ -42,6 +42,7 @@ from delphi.models import build_config, build_model, check_vocab, count_paramete
 from delphi.provenance import run_context
 from delphi.recipe import Recipe, recipe_problems, refusal
 from delphi.recipe.optimizer import OPTIMIZER_KEYS, optimizer_value_problems
+from delphi.recipe.schedule import checkpoint_steps, format_steps, training_steps
 from delphi.recipe.usercode import import_callback
 from delphi.run_status import hold_run_lock, lock_holder
 from delphi.train.arguments import training_arguments
@@ -68,7 +69,6 @@ from delphi.train.outdir import (
     restore_set_aside_run,
     set_aside_run,
 )
-from delphi.train.schedule import checkpoint_steps, format_steps, training_steps
 from delphi.train.tracking import check_wandb, finish_wandb, set_wandb_env
 from delphi.train.trainer import DelphiTrainer
 
