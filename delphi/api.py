@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,33 +26,30 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from delphi.data.tokenizer import load_tokenizer
-from delphi.devices import resolve_device
 from delphi.errors import DelphiError
 from delphi.evaluate.sources import (
     ALL,
     checkpoint_meta,
+    hub_map,
     is_local,
     list_branches,
+    load_model,
     read_checkpoint_file,
+    resolve,
     run_and_branches,
 )
 from delphi.hub.client import hub_error
 from delphi.inputs import looks_like_path, missing_path_error, require_reachable
 from delphi.layout import (
-    CONFIG_FILE,
     RECIPE_FILE,
     RUN_CONTEXT_FILE,
-    checkpoint_ref,
     list_checkpoints,
     parse_step,
-    step_name,
 )
 from delphi.run_status import run_status
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-HUB_READERS = 8  # concurrent metadata reads from the hub: a 150-branch repo in seconds, not minutes
 
 
 @dataclass(frozen=True)
@@ -85,14 +81,6 @@ class Run:
     seeds: tuple[int | None, int | None]  # (seeds.init, seeds.data)
     recipe: dict[str, Any] | None  # the fully resolved recipe (recipe.yaml)
     checkpoints: int  # how many complete checkpoints
-
-
-def hub_map(function, items: list) -> list:
-    """`function` over `items`, a few at a time (each a hub request or two), results in order."""
-    if len(items) <= 1:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(HUB_READERS) as pool:
-        return list(pool.map(function, items))
 
 
 def checkpoints(run_or_repo: str | os.PathLike) -> list[Checkpoint]:
@@ -221,44 +209,6 @@ def _hub_run(repo: str) -> Run | None:
         checkpoints=len(branches),
         **details,
     )
-
-
-def resolve(ref: str | os.PathLike, step: int | str | None = None) -> tuple[str, str | None]:
-    """(path or repo id, hub revision) of a checkpoint reference, for `from_pretrained`.
-
-    `step` (an int or `step{N}`) picks a checkpoint of a run or repo; without one, a step folder or
-    `org/name@stepN` is that checkpoint, a run directory its newest checkpoint (the final model once the run
-    is complete) and a hub repo its `main` branch (the final model).
-    """
-    revision = step_name(step) if isinstance(step, int) else step
-    ref_ = checkpoint_ref(ref, revision)
-    if ref_.local and ref_.branch is None:
-        if (Path(ref_.run) / CONFIG_FILE).is_file():
-            return ref_.run, None  # a model folder that is not part of a run
-        saved = list_checkpoints(ref_.run)
-        if not saved:
-            raise DelphiError(f"{str(ref)!r} holds no model (config.json) and no complete step checkpoints")
-        return str(saved[-1][1]), None
-    return ref_.location
-
-
-def load_model(
-    ref: str | os.PathLike, step: int | str | None = None, *, device: str | None = None
-) -> PreTrainedModel:
-    """The model of a checkpoint (see `load`), in eval mode on `device` (default cpu)."""
-    device = resolve_device(device or "cpu")
-    where, revision = resolve(ref, step)  # a bad reference fails before transformers is imported
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(where, revision=revision)
-    except Exception as e:
-        if Path(where).exists():
-            raise DelphiError(f"could not load a model from {where!r}: {e}") from e
-        raise hub_error(
-            f"load {('branch ' + revision) if revision else 'the main branch'} of", where, e
-        ) from e
-    return model.to(device).eval()
 
 
 def load(

@@ -36,8 +36,8 @@ from delphi.data.tokenizer import load_tokenizer, require_specials
 from delphi.errors import DelphiError
 from delphi.hub.client import ensure_repo, upload_dir
 from delphi.inputs import check_output_dir
+from delphi.recipe.schema import MIN_SEQ_LEN
 
-MIN_SEQ_LEN = 3
 SHARD_NAME = "{split}-{index:05d}.parquet"
 SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].parquet"
 METADATA_FILE = "delphi_dataset.json"

@@ -20,9 +20,15 @@ from pathlib import Path
 import yaml
 
 from delphi import atomic
-from delphi.api import hub_map
 from delphi.errors import DelphiError
-from delphi.evaluate.sources import checkpoint_meta, is_local, list_branches, read_checkpoint_file, run_name
+from delphi.evaluate.sources import (
+    checkpoint_meta,
+    hub_map,
+    is_local,
+    list_branches,
+    read_checkpoint_file,
+    run_name,
+)
 from delphi.inputs import check_local_or_hub, check_output_dir
 from delphi.layout import CONFIG_FILE, list_checkpoints, parse_step
 from delphi.models import build_model, count_parameters

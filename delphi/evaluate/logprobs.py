@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from delphi import atomic
-from delphi.api import load_model
 from delphi.data.splits import load_split, split_name
 from delphi.devices import resolve_device
 from delphi.errors import DelphiError
-from delphi.evaluate.sources import ALL, is_local, run_and_branches, select_branches
+from delphi.evaluate.sources import ALL, is_local, load_model, run_and_branches, select_branches
 from delphi.hub.client import ensure_repo, hub_error
 from delphi.inputs import check_output_dir
 

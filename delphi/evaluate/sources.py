@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
+from delphi.devices import resolve_device
 from delphi.errors import DelphiError
 from delphi.hub.client import hub_error
 from delphi.layout import (
+    CONFIG_FILE,
     MAIN_BRANCH,
     META_NAME,
     RECIPE_FILE,
@@ -24,6 +28,9 @@ from delphi.layout import (
     step_folder_conflict,
     step_name,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 ALL = "ALL"
 
@@ -151,3 +158,52 @@ def run_name(model: str | os.PathLike, branches: list[str] | None = None) -> str
         return fallback
     name = recipe.get("name") if isinstance(recipe, dict) else None
     return str(name) if name else fallback
+
+
+HUB_READERS = 8  # concurrent metadata reads from the hub: a 150-branch repo in seconds, not minutes
+
+
+def hub_map(function, items: list) -> list:
+    """`function` over `items`, a few at a time (each a hub request or two), results in order."""
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(HUB_READERS) as pool:
+        return list(pool.map(function, items))
+
+
+def resolve(ref: str | os.PathLike, step: int | str | None = None) -> tuple[str, str | None]:
+    """(path or repo id, hub revision) of a checkpoint reference, for `from_pretrained`.
+
+    `step` (an int or `step{N}`) picks a checkpoint of a run or repo; without one, a step folder or
+    `org/name@stepN` is that checkpoint, a run directory its newest checkpoint (the final model once the run
+    is complete) and a hub repo its `main` branch (the final model).
+    """
+    revision = step_name(step) if isinstance(step, int) else step
+    ref_ = checkpoint_ref(ref, revision)
+    if ref_.local and ref_.branch is None:
+        if (Path(ref_.run) / CONFIG_FILE).is_file():
+            return ref_.run, None  # a model folder that is not part of a run
+        saved = list_checkpoints(ref_.run)
+        if not saved:
+            raise DelphiError(f"{str(ref)!r} holds no model (config.json) and no complete step checkpoints")
+        return str(saved[-1][1]), None
+    return ref_.location
+
+
+def load_model(
+    ref: str | os.PathLike, step: int | str | None = None, *, device: str | None = None
+) -> PreTrainedModel:
+    """The model of a checkpoint (see `load`), in eval mode on `device` (default cpu)."""
+    device = resolve_device(device or "cpu")
+    where, revision = resolve(ref, step)  # a bad reference fails before transformers is imported
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, revision=revision)
+    except Exception as e:
+        if Path(where).exists():
+            raise DelphiError(f"could not load a model from {where!r}: {e}") from e
+        raise hub_error(
+            f"load {('branch ' + revision) if revision else 'the main branch'} of", where, e
+        ) from e
+    return model.to(device).eval()

@@ -17,7 +17,6 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from delphi.data.sequences import MIN_SEQ_LEN
 from delphi.errors import DelphiError, did_you_mean
 from delphi.inputs import (
     check_local,
@@ -30,7 +29,7 @@ from delphi.inputs import (
 from delphi.layout import has_resume_state, is_complete
 from delphi.recipe.model_section import config_problems
 from delphi.recipe.optimizer import optimizer_value_problems, optimizer_values
-from delphi.recipe.schema import DELPHI_CONTROLLED, Recipe, check_steps, source_dirs
+from delphi.recipe.schema import DELPHI_CONTROLLED, MIN_SEQ_LEN, Recipe, check_steps, source_dirs
 from delphi.recipe.typecheck import type_problem
 from delphi.recipe.usercode import import_callback
 

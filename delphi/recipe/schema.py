@@ -29,6 +29,9 @@ KEEP_OPTIMIZER = ("latest", "all", "none")
 WEIGHT_DECAY_PARAMS = ("transformers", "all")
 # Mamba's selective scan implementations (`mamba_scan`, delphi.mamba): same weights, different speed
 SCAN_PATHS = ("auto", "cuda-kernels", "triton", "chunked", "mambapy", "reference")
+# the shortest `seq_len`: <bos>, the previous sequence's last token repeated, and one new token
+# (delphi.data.sequences cuts sequences by that rule)
+MIN_SEQ_LEN = 3
 
 # Recipe keys that change how a run is executed or reported, not what it computes: a run may resume
 # with them changed (see Recipe.identity). `micro_batch_size`, `mamba_scan` and the process layout

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
-from delphi.data.sequences import MIN_SEQ_LEN
 from delphi.errors import DelphiError
 from delphi.layout import (
     CONFIG_FILE,
@@ -48,7 +47,7 @@ from delphi.layout import (
     latest_resumable,
     read_checkpoint_meta,
 )
-from delphi.recipe.schema import DATA_ORDERS, KEEP_OPTIMIZER, WEIGHT_DECAY_PARAMS, check_steps
+from delphi.recipe.schema import DATA_ORDERS, KEEP_OPTIMIZER, MIN_SEQ_LEN, WEIGHT_DECAY_PARAMS, check_steps
 from delphi.train.callbacks import CheckpointFinalizer, ScheduleCallback
 from delphi.train.checkpoints import remove_unfinished_saves
 from delphi.train.data import as_model_inputs, collate_sequences
