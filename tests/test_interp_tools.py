@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import MODEL, write_recipe
+from tiny import MAMBA_MODEL, MODEL, write_recipe
 
 from delphi.recipe import load_recipe
 from delphi.train.run import train
@@ -34,15 +34,7 @@ def needs(module: str):
 
 
 TEXT = "Once upon a time, a little cat named Tom found a red ball."
-MAMBA = {
-    "architecture": "MambaForCausalLM",
-    "vocab_size": 384,
-    "hidden_size": 16,
-    "num_hidden_layers": 2,
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-    "pad_token_id": 2,
-}
+MAMBA = MAMBA_MODEL
 
 
 @pytest.fixture(scope="module")

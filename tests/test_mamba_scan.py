@@ -419,23 +419,18 @@ def test_self_check_catches_a_broken_or_crashing_scan():
     assert torch.equal(torch.random.get_rng_state(), state)  # the run's random stream is left alone
 
 
-def compare_models(stock, ours, tokens, tolerance=1e-5):
-    """Same logits and same gradient for every parameter."""
+def compare_models(stock, ours, tokens, tolerance=1e-5, what="scan path vs stock"):
+    """Same logits and same gradient for every parameter, each within `tolerance` of its size."""
     out_stock, out_ours = stock(input_ids=tokens, labels=tokens), ours(input_ids=tokens, labels=tokens)
     out_stock.loss.backward()
     out_ours.loss.backward()
     check(
-        "scan path vs stock: logits, max|diff| / max|logit|",
-        max_relative(out_ours.logits, out_stock.logits),
-        1e-5,
+        f"{what}: logits, max|diff| / max|logit|", max_relative(out_ours.logits, out_stock.logits), tolerance
     )
     grads_ours = {name: q.grad for name, q in ours.named_parameters()}
     grads_stock = {name: p.grad for name, p in stock.named_parameters()}
-    check(
-        "scan path vs stock: gradients, worst tensor's relative L2",
-        worst_tensor_relative(grads_ours, grads_stock),
-        tolerance,
-    )
+    worst = worst_tensor_relative(grads_ours, grads_stock)
+    check(f"{what}: gradients, worst tensor's relative L2", worst, tolerance)
 
 
 def stock_model(seed=0):
@@ -541,22 +536,8 @@ def test_delphis_forward_is_transformers_forward_with_only_the_scan_swapped(capl
     ours = copy.deepcopy(stock)
     apply_scan_path(ours, "reference")
     tokens = torch.randint(3, 384, (3, 45), generator=torch.Generator().manual_seed(0))
-    out_stock, out_ours = stock(input_ids=tokens, labels=tokens), ours(input_ids=tokens, labels=tokens)
-    out_stock.loss.backward()
-    out_ours.loss.backward()
     # the same sequential scan and the same ops in the same order: a difference would be a changed forward
-    check(
-        "reference path vs stock: logits, max|diff| / max|logit|",
-        max_relative(out_ours.logits, out_stock.logits),
-        1e-6,
-    )
-    grads_ours = {name: q.grad for name, q in ours.named_parameters()}
-    grads_stock = {name: p.grad for name, p in stock.named_parameters()}
-    check(
-        "reference path vs stock: gradients, worst tensor's relative L2",
-        worst_tensor_relative(grads_ours, grads_stock),
-        1e-6,
-    )
+    compare_models(stock, ours, tokens, tolerance=1e-6, what="reference path vs stock")
     assert scan_paths_in_use(ours) == {"cpu/float32": "reference"}  # delphi's dispatch ran the scan
 
     stock.eval(), ours.eval()

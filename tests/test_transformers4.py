@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import MODEL, write_recipe
+from tiny import MAMBA_MODEL, MODEL, write_recipe
 
 from delphi.layout import list_checkpoints
 from delphi.recipe import load_recipe
@@ -46,15 +46,7 @@ ROPE_LINEAR = {"rope_type": "linear", "factor": 2.0, "rope_theta": 50000.0}
 # weights large enough that RoPE shows in the logits: with the default init (0.02) a two-step model's attention
 # is near uniform and transformers 4's default rope_theta (10000) moves its logits by only 2e-5; with 0.2, by 0.5
 LLAMA = {**MODEL, "initializer_range": 0.2}
-MAMBA = {
-    "architecture": "MambaForCausalLM",
-    "vocab_size": 384,
-    "hidden_size": 16,
-    "num_hidden_layers": 2,
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-    "pad_token_id": 2,
-}
+MAMBA = MAMBA_MODEL
 
 
 def _train(stories_data: Path, root: Path, name: str, model: dict) -> Path:

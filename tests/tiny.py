@@ -30,6 +30,16 @@ MODEL = {
     "eos_token_id": 1,
     "pad_token_id": 2,
 }
+# the tiny Mamba beside it, for the tests that open a checkpoint of each architecture in other tools
+MAMBA_MODEL = {
+    "architecture": "MambaForCausalLM",
+    "vocab_size": 384,
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 2,
+}
 
 
 def training_args(out_dir, **settings):
