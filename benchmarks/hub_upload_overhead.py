@@ -13,7 +13,6 @@ the overhead ratio; the target is under 5%.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import statistics
@@ -82,17 +81,7 @@ def main() -> None:
         print("preparing the demo corpus, tokenizer and dataset ...", flush=True)
         prepare_data(root)
         with HubServer(root / "hub", TOKEN) as server:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-            os.environ.update(
-                HF_ENDPOINT=server.url,
-                HF_HUB_DISABLE_XET="1",
-                HF_TOKEN=TOKEN,
-                HF_HOME=str(root / "hf_home"),
-                HF_HUB_DISABLE_PROGRESS_BARS="1",
-            )
-            import huggingface_hub.constants
-
-            importlib.reload(huggingface_hub.constants)
+            server.use_in_this_process(root / "hf_home", TOKEN)
             base_times, hub_times = [], []
             for i in range(args.repeats):
                 seconds, _ = run_once(root, f"base{i}", steps=args.steps, every=args.every, repo=None)

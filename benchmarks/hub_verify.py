@@ -14,7 +14,6 @@ verify time and the number of requests verify made.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import subprocess
@@ -50,17 +49,7 @@ def main() -> None:
         print("preparing the demo corpus, tokenizer and dataset ...", flush=True)
         prepare_data(root)
         with HubServer(root / "hub", TOKEN) as server:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-            os.environ.update(
-                HF_ENDPOINT=server.url,
-                HF_HUB_DISABLE_XET="1",
-                HF_TOKEN=TOKEN,
-                HF_HOME=str(root / "hf_home"),
-                HF_HUB_DISABLE_PROGRESS_BARS="1",
-            )
-            import huggingface_hub.constants
-
-            importlib.reload(huggingface_hub.constants)
+            server.use_in_this_process(root / "hf_home", TOKEN)
             overrides = [
                 f"tokenizer={root / 'tokenizer'}",
                 f"data.path={root / 'dataset'}",

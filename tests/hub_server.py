@@ -572,6 +572,24 @@ class HubServer:
         self.httpd.server_close()
 
     # conveniences for tests
+    def use_in_this_process(self, home: Path, token: str) -> None:
+        """Point this process's huggingface_hub at the server, for good (benchmarks; tests use conftest's
+        `hub_server` fixture, which undoes it): HF_ENDPOINT, no Xet, a token, a fresh HF_HOME, online."""
+        import importlib
+        import os
+
+        import huggingface_hub.constants
+
+        os.environ.pop("HF_HUB_OFFLINE", None)
+        os.environ.update(
+            HF_ENDPOINT=self.url,
+            HF_HUB_DISABLE_XET="1",
+            HF_TOKEN=token,
+            HF_HOME=str(home),
+            HF_HUB_DISABLE_PROGRESS_BARS="1",
+        )
+        importlib.reload(huggingface_hub.constants)  # the endpoint and cache paths are read at import time
+
     def fail(self, route: str, times: int | None = 1, mode: str = "500", match: str = "") -> None:
         self.hub.fail(route, times, mode, match)
 

@@ -14,10 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import MAMBA_MODEL, MODEL, write_recipe
-
-from delphi.recipe import load_recipe
-from delphi.train.run import train
+from tiny import MAMBA_MODEL, MODEL, train_two_steps
 
 pytestmark = pytest.mark.slow  # trains two runs
 
@@ -42,16 +39,7 @@ def runs(stories_data, tmp_path_factory) -> dict[str, Path]:
     """Two tiny runs (a 2-layer Llama, a Mamba) with checkpoints step1 and step2: run name -> out_dir."""
     root = tmp_path_factory.mktemp("interp")
     models = {"llama": {**MODEL, "num_hidden_layers": 2}, "mamba": MAMBA}
-    for name, model in models.items():
-        overrides = {
-            "model": model,
-            "training.max_steps": 2,
-            "training.warmup_steps": 1,
-            "checkpoints.steps": [1],
-            "checkpoints.every": None,
-        }
-        train(load_recipe([write_recipe(root / f"{name}.yaml", stories_data, root / name, **overrides)]))
-    return {name: root / name for name in models}
+    return {name: train_two_steps(stories_data, root, name, model) for name, model in models.items()}
 
 
 def _transformers_view(folder: Path, layers: str):

@@ -16,11 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import MAMBA_MODEL, MODEL, write_recipe
+from tiny import MAMBA_MODEL, MODEL, train_two_steps
 
 from delphi.layout import list_checkpoints
-from delphi.recipe import load_recipe
-from delphi.train.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 # `make test-tf4` names its venv's interpreter, which must then exist; otherwise .venv-tf4 is used if it is there
@@ -49,19 +47,6 @@ LLAMA = {**MODEL, "initializer_range": 0.2}
 MAMBA = MAMBA_MODEL
 
 
-def _train(stories_data: Path, root: Path, name: str, model: dict) -> Path:
-    out = root / name
-    overrides = {
-        "model": model,
-        "training.max_steps": 2,
-        "training.warmup_steps": 1,
-        "checkpoints.steps": [1],
-        "checkpoints.every": None,
-    }
-    train(load_recipe([write_recipe(root / f"{name}.yaml", stories_data, out, **overrides)]))
-    return out
-
-
 @pytest.fixture(scope="module")
 def cases(stories_data, tmp_path_factory) -> Path:
     """A folder with cases.json (tokenizer folder and step folders to load) and the current transformers'
@@ -70,13 +55,13 @@ def cases(stories_data, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("tf4")
     runs = {
-        "llama-rope-theta": _train(
+        "llama-rope-theta": train_two_steps(
             stories_data, root, "llama-rope-theta", {**LLAMA, "rope_parameters": ROPE_THETA}
         ),
-        "llama-rope-linear": _train(
+        "llama-rope-linear": train_two_steps(
             stories_data, root, "llama-rope-linear", {**LLAMA, "rope_parameters": ROPE_LINEAR}
         ),
-        "mamba": _train(stories_data, root, "mamba", MAMBA),
+        "mamba": train_two_steps(stories_data, root, "mamba", MAMBA),
     }
     cases = [{"name": "tokenizer", "path": str(stories_data / "tok"), "texts": TEXTS, "model": False}]
     cases += [

@@ -92,6 +92,23 @@ def write_recipe(path: Path, data_root: Path, out_dir: Path, **overrides) -> Pat
     return path
 
 
+def train_two_steps(data_root: Path, root: Path, name: str, model: dict) -> Path:
+    """A real two-step run of `model` on `data_root`, checkpoints step1 and step2, in `root/name`: the runs
+    the tests open in other tools (transformers 4, TransformerLens, nnsight, lm-evaluation-harness)."""
+    from delphi.recipe import load_recipe
+    from delphi.train.run import train
+
+    overrides = {
+        "model": model,
+        "training.max_steps": 2,
+        "training.warmup_steps": 1,
+        "checkpoints.steps": [1],
+        "checkpoints.every": None,
+    }
+    train(load_recipe([write_recipe(root / f"{name}.yaml", data_root, root / name, **overrides)]))
+    return root / name
+
+
 def cli_error(capsys, argv: list[str]) -> str:
     """Run the CLI in this process; it must exit 2 with one `delphi CMD: error:` line; return that line."""
     import pytest

@@ -149,7 +149,7 @@ def local_files(folder: str | Path) -> dict[str, Path]:
     return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -184,7 +184,7 @@ def compare_with_remote(
         size = file.stat().st_size
         if theirs.size != size:
             problems.append(f"{path}: {theirs.size} bytes on the hub, {size} locally")
-        elif theirs.sha256 is not None and theirs.sha256 != _sha256(file):
+        elif theirs.sha256 is not None and theirs.sha256 != sha256_file(file):
             problems.append(f"{path}: sha256 differs from the local file")
         elif theirs.sha256 is None and theirs.git_sha1 != _git_sha1(file):
             problems.append(f"{path}: git blob id differs from the local file")

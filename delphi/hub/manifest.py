@@ -13,26 +13,18 @@ The commit of `main` itself is not listed: writing the manifest moves it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
 import yaml
 
+from delphi.hub.client import sha256_file
 from delphi.layout import MAIN_BRANCH, MANIFEST_FILE, META_NAME, RECIPE_FILE, WEIGHTS_FILE, parse_step
 
 log = logging.getLogger("delphi.hub")
 
 FORMAT = 1
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(repo_id: str) -> dict | None:
