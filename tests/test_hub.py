@@ -83,8 +83,15 @@ def test_a_corrupted_upload_is_detected(hub_server, tmp_path):
     hub_server.hub.tamper("model.safetensors")
     with pytest.raises(VerificationError, match="model.safetensors"):
         publish_folder(folder, "org/m", "step2", commit_message="x")
+    # the branch this upload created held the corrupted file: it is deleted, not left to stand for step2
+    assert "step2" not in hub_server.branches("org/m")
+    publish_folder(folder, "org/m", "step2", commit_message="x")  # a branch that exists, corrupted later:
+    hub_server.hub.tamper("model.safetensors")  # (the server corrupts the next upload of this file)
+    (folder / "model.safetensors").write_bytes(b"\1" * 5000)
+    with pytest.raises(VerificationError, match="model.safetensors"):
+        publish_folder(folder, "org/m", "step2", commit_message="x")
     problems = compare_with_remote(local_files(folder), remote_files("org/m", "step2"))
-    assert problems and "model.safetensors" in problems[0]
+    assert problems and "model.safetensors" in problems[0]  # kept (it was not ours to delete), and detected
     (folder / "config.json").write_bytes(b'{"b": 2}\n')
     hub_server.hub.tamper("config.json")  # a regular (non-LFS) file: checked by git blob id
     with pytest.raises(VerificationError, match="config.json"):

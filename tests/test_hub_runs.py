@@ -114,6 +114,20 @@ def test_training_refuses_a_hub_repo_holding_another_run(hub_server, runs, stori
     assert verify_repo("org/taken")[0] == []
 
 
+def test_an_overwrite_that_published_nothing_leaves_the_replaced_run_whole(hub_server, runs):
+    """--overwrite removes the old run only once the new one is on the hub: if no checkpoint of it could be
+    published, the repo keeps the old run as it was (branches, final model, manifest), as an out_dir does."""
+    push_run(runs["a"], "org/kept", retry_wait=0.05)
+    before = {b: hub_server.files("org/kept", b) for b in hub_server.branches("org/kept")}
+    hub_server.fail("commit", times=None, mode="403", match="org/kept")  # no permission: every upload fails
+    summary = push_run(runs["b"], "org/kept", overwrite=True, retry_wait=0.05)
+    hub_server.hub.clear_faults()
+    assert summary["published"] == [] and summary["removed"] == [] and len(summary["failed"]) == 5
+    # no branch left behind either: a branch whose upload failed is deleted (it began as a copy of main)
+    assert {b: hub_server.files("org/kept", b) for b in hub_server.branches("org/kept")} == before
+    assert verify_repo("org/kept")[0] == []
+
+
 def runs_model(hidden: int) -> dict:
     return {**MODEL, "hidden_size": hidden, "intermediate_size": 2 * hidden}
 

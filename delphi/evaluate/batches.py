@@ -4,7 +4,7 @@ The data order is a pure function of the train split's size, the data seed, the 
 order (`delphi.train.order` does the arithmetic), so nothing here trains or loads a model: a run's plan
 comes from its recipe (a run directory, a recipe file, or a hub repo's newest `step{N}` branch), and a
 run has `training.max_steps` steps when that is > 0, else `ceil(num_train_epochs * steps_per_epoch)`.
-Tokens are read only for the steps asked. The command's face is `delphi.batches`.
+Tokens are read only for the steps asked. The command's face is `delphi.commands.batches`.
 """
 
 from __future__ import annotations

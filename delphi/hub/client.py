@@ -14,6 +14,7 @@ sizes for both), and `publish_folder` treats any difference after an upload as a
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 from delphi.errors import DelphiError
 from delphi.inputs import endpoint, require_reachable
 from delphi.layout import MAIN_BRANCH, parse_step
+
+log = logging.getLogger("delphi.hub")
 
 # the hub's own file, present on every branch; never ours to compare or delete
 HUB_MANAGED = frozenset({".gitattributes"})
@@ -221,24 +224,46 @@ def publish_folder(
     before = remote_files(repo_id, branch, repo_type=repo_type)
     if not compare_with_remote(local, before, tolerated_extra=tolerated_extra):
         return "unchanged"
-    if before is None:
+    created = before is None
+    if created:
         api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
         before = remote_files(repo_id, branch, repo_type=repo_type) or {}  # a new branch starts as main
     stale = [p for p in before if p not in local and p not in HUB_MANAGED and not tolerated_extra(p)]
-    api.upload_folder(
-        folder_path=str(folder),
-        repo_id=repo_id,
-        repo_type=repo_type,
-        revision=branch,
-        commit_message=commit_message,
-        delete_patterns=[glob_escape(p) for p in stale] or None,
-    )
-    problems = compare_with_remote(
-        local, remote_files(repo_id, branch, repo_type=repo_type), tolerated_extra=tolerated_extra
-    )
-    if problems:
-        raise VerificationError(f"branch {branch} differs from what was uploaded: " + "; ".join(problems[:5]))
+    try:
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type=repo_type,
+            revision=branch,
+            commit_message=commit_message,
+            delete_patterns=[glob_escape(p) for p in stale] or None,
+        )
+        problems = compare_with_remote(
+            local, remote_files(repo_id, branch, repo_type=repo_type), tolerated_extra=tolerated_extra
+        )
+        if problems:
+            raise VerificationError(
+                f"branch {branch} differs from what was uploaded: " + "; ".join(problems[:5])
+            )
+    except BaseException:
+        if created:  # a new branch starts as a copy of main: left behind, it would name main's model stepN
+            _drop_unfinished_branch(api, local, repo_id, branch, repo_type, tolerated_extra)
+        raise
     return "uploaded"
+
+
+def _drop_unfinished_branch(
+    api, local: dict, repo_id: str, branch: str, repo_type: str, tolerated_extra
+) -> None:
+    """Delete a branch this upload created unless it holds `local` after all (a commit that landed but whose
+    answer was lost counts as published: the caller checks the hub before it gives up)."""
+    try:
+        if compare_with_remote(
+            local, remote_files(repo_id, branch, repo_type=repo_type), tolerated_extra=tolerated_extra
+        ):
+            api.delete_branch(repo_id, branch=branch, repo_type=repo_type)
+    except Exception as e:  # the upload's own error is the one to report
+        log.warning("hub %s: could not delete branch %s after its upload failed: %s", repo_id, branch, e)
 
 
 def glob_escape(path: str) -> str:

@@ -35,7 +35,7 @@ from delphi.hub.client import (
     remote_files,
 )
 from delphi.hub.manifest import update_manifest
-from delphi.hub.repo_run import check_repo_run, clear_main, remove_other_branches
+from delphi.hub.repo_run import check_repo_run, replace_old_run
 from delphi.inputs import parse_hub_ref
 from delphi.layout import (
     HUB_RESUME_DIR,
@@ -371,9 +371,7 @@ def close_hub_uploader(uploader: HubUploader | None, recipe, *, main_process: bo
     else:
         log.info("hub %s: waiting for uploads to finish", recipe.hub.repo)
         summary = uploader.close()
-        summary["removed"] = _remove_replaced(
-            uploader, recipe, final_published=MAIN_BRANCH in summary["published"]
-        )
+        summary["removed"] = _remove_replaced(uploader, recipe, summary)
         if summary["removed"]:
             summary["on_hub"] = branches_on_hub(recipe.hub.repo)
     for line in format_summary(summary, recipe.out_dir).splitlines():
@@ -381,17 +379,17 @@ def close_hub_uploader(uploader: HubUploader | None, recipe, *, main_process: bo
     return summary
 
 
-def _remove_replaced(uploader: HubUploader, recipe, *, final_published: bool) -> list[str]:
-    """With --overwrite: the replaced run's branches that this run has no checkpoint for go, and so does
-    its final model on `main` if this run has not published its own."""
+def _remove_replaced(uploader: HubUploader, recipe, summary: dict) -> list[str]:
+    """With --overwrite: what of the replaced run goes once this run has uploaded (`replace_old_run`). Only
+    when this session published a checkpoint is the out_dir this run's (else it may hold the replaced run,
+    moved back); then the branches of its earlier sessions (a resumed --overwrite run) are its own: kept."""
     repo_run = getattr(uploader, "repo_run", None)
-    if repo_run is None or not repo_run.replaces:
+    published = set(summary["published"])
+    if repo_run is None or not repo_run.replaces or not published:
         return []
-    mine = {branch_name(step) for step, _ in list_checkpoints(recipe.out_dir)}
+    earlier = {branch_name(step) for step, _ in list_checkpoints(recipe.out_dir)} - set(summary["failed"])
     try:
-        if not final_published:
-            clear_main(recipe.hub.repo)
-        return remove_other_branches(recipe.hub.repo, repo_run, keep=mine)
+        return replace_old_run(recipe.hub.repo, repo_run, published | earlier)
     except Exception as e:  # the new run is published; the old branches are named for removal by hand
         log.error(
             "hub %s: could not delete the replaced run's branches: %s", recipe.hub.repo, describe_error(e)

@@ -18,7 +18,7 @@ from delphi.errors import DelphiError
 from delphi.hub.client import branches_on_hub, ensure_repo
 from delphi.hub.manifest import update_manifest
 from delphi.hub.publish import describe_error, publish_checkpoint_to_hub, stage_checkpoint, summarize
-from delphi.hub.repo_run import check_repo_run, clear_main, remove_other_branches
+from delphi.hub.repo_run import check_repo_run, replace_old_run
 from delphi.inputs import check_local
 from delphi.layout import (
     HUB_PUSH_STAGING_DIR,
@@ -77,11 +77,8 @@ def push_run(
                 shutil.rmtree(staged, ignore_errors=True)
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
-    mine = {branch_name(step) for step, _ in checkpoints}
-    removed = remove_other_branches(repo_id, repo_run, keep=mine)
-    if repo_run.replaces and final_step is None:
-        clear_main(repo_id)  # the replaced run's final model must not stand for this partial run
     published = {r.branch for r in results if r.status != "failed"}
+    removed = replace_old_run(repo_id, repo_run, published)
     manifest = _record(
         repo_id, {b: f for s, f in checkpoints if (b := branch_name(s)) in published}, repo_run.replaces
     )

@@ -76,6 +76,19 @@ def check_repo_run(repo_id: str, recipe: dict, *, overwrite: bool, run_dir: str)
     return RepoRun(replaces=True, old_branches=steps)
 
 
+def replace_old_run(repo_id: str, repo_run: RepoRun, published: set[str]) -> list[str]:
+    """With --overwrite, once this run has uploaded: the replaced run's `step{N}` branches this run did not
+    publish go, and its final model on `main` too unless this run published its own. A run that published
+    no checkpoint (stopped before its first, every upload failed) leaves the replaced run whole, as it
+    leaves a replaced out_dir; a branch whose upload failed goes, so that no branch mixes two runs.
+    Returns the branches deleted."""
+    if not repo_run.replaces or not {b for b in published if b != MAIN_BRANCH}:
+        return []
+    if MAIN_BRANCH not in published:
+        clear_main(repo_id)
+    return remove_other_branches(repo_id, repo_run, keep=published)
+
+
 def remove_other_branches(repo_id: str, repo_run: RepoRun, keep: set[str]) -> list[str]:
     """Delete the replaced run's `step{N}` branches that are not in `keep` (the new run's); returns them."""
     from huggingface_hub import HfApi

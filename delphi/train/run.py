@@ -149,7 +149,8 @@ def _train(setup: RunSetup, callbacks: list) -> dict:
         run = _prepare(setup, callbacks)
     except BaseException:
         if setup.main:
-            drop_hub_resume(out_dir)
+            if lock_holder(out_dir) is None:  # not another trainer's download
+                drop_hub_resume(out_dir)
             if not setup.existed:
                 _remove_if_only_leftovers(out_dir)
         raise
@@ -295,11 +296,14 @@ def _run(setup: RunSetup, run: _PreparedRun, plan: OutDirPlan) -> dict:
     lock = contextlib.ExitStack()  # one trainer per out_dir; `delphi suite --status` sees it running
     uploader = None
     set_aside = False
+    locked = False  # by this process: a refused lock is another trainer's out_dir, not ours to tidy
     keep = recipe_files(recipe)
 
     def take_out_dir() -> bool:
         """Main process: lock the out_dir and set a replaced run aside (every process hears how it went)."""
+        nonlocal locked
         lock.enter_context(hold_run_lock(out_dir))
+        locked = True
         if plan.action == "overwrite":
             return bool(set_aside_run(out_dir, keep))
         if plan.action == "fresh":
@@ -310,22 +314,24 @@ def _run(setup: RunSetup, run: _PreparedRun, plan: OutDirPlan) -> dict:
         set_aside = agree(take_out_dir)
     except BaseException:
         lock.close()
-        if main and (out_dir / REPLACED_DIR).is_dir():
+        if main and locked and (out_dir / REPLACED_DIR).is_dir():
             restore_set_aside_run(out_dir, keep)
+        elif main and not locked and not setup.existed and lock_holder(out_dir) is None:
+            _remove_if_only_leftovers(out_dir)  # the lock could not be taken here (no flock): as found
         raise
-    if main:
 
-        def commit(first_checkpoint: Path) -> None:
-            atomic.write_text(out_dir / RECIPE_FILE, recipe.dump_yaml())
-            drop_set_aside_run(out_dir)
-            drop_hub_resume(out_dir)  # every process has read it: the run goes on from its own checkpoints
+    def commit(first_checkpoint: Path) -> None:
+        atomic.write_text(out_dir / RECIPE_FILE, recipe.dump_yaml())
+        drop_set_aside_run(out_dir)
+        drop_hub_resume(out_dir)  # every process has read it: the run goes on from its own checkpoints
 
-        trainer.add_callback(OnFirstCheckpoint(commit))
-        if run.online is not None:
-            uploader = open_hub_uploader(recipe, run.online)
-            trainer.add_callback(HubPublisher(uploader))
-        _log_start(setup, run, plan)
     try:
+        if main:  # inside the try: a Ctrl-C here undoes the start like one during training
+            trainer.add_callback(OnFirstCheckpoint(commit))
+            if run.online is not None:
+                uploader = open_hub_uploader(recipe, run.online)
+                trainer.add_callback(HubPublisher(uploader))
+            _log_start(setup, run, plan)
         trainer.train(resume_from_checkpoint=plan.resume_from)
     except BaseException as error:
         if main:
