@@ -3,6 +3,7 @@ everything), and the real TinyStories sample (../shared) for the few tests that 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -17,6 +18,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# wandb keeps the sys.stdout it finds when it is first imported: if that first import happens inside a test
+# that captures output (capsys; transformers imports wandb to list the reporting integrations), every later
+# W&B run of the session writes its history to the closed capture and loses it. Imported here, before any.
+if importlib.util.find_spec("wandb") is not None:
+    import wandb  # noqa: F401
 
 
 def pytest_pyfunc_call(pyfuncitem):

@@ -2,8 +2,9 @@
 
 One function and one `sys.path` policy for both: a name is `module:attribute` or `path/to/file.py:attribute`.
 A module is imported from the usual import path first; when it is not found there, the current directory
-and the given search directories (a recipe's own folder) are added to `sys.path` (and kept, so that the
-module's own later imports resolve too) and it is imported from them. A file is found as given, else in
+and the given search directories (a recipe's own folder) are added to `sys.path` (and kept once the module
+is found there, so that its own later imports resolve too; removed again when it is not) and it is imported
+from them. A file is found as given, else in
 the current directory, else in a search directory. So the same name works under `delphi ...`,
 `python -m delphi ...` and `accelerate launch`, whose `sys.path` differ.
 """
@@ -60,7 +61,12 @@ def _import_module(module_name: str, dirs: list[str]) -> types.ModuleType:
             raise
         sys.path[1:1] = extra
         importlib.invalidate_caches()
-        return importlib.import_module(module_name)
+        try:
+            return importlib.import_module(module_name)
+        except BaseException:  # not found there either: the folders go (a later import must not see them)
+            for folder in extra:
+                sys.path.remove(folder)
+            raise
 
 
 def _import_file(file: Path, dirs: list[str], what: str) -> types.ModuleType:
