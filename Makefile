@@ -131,7 +131,7 @@ test-compat:
 	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(COMPAT_VENV)/bin/python scripts/install_torch.py
 	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[dev]"
-	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade "transformers<6" "accelerate<2"
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade "transformers<5.25" "accelerate<2"
 	$(COMPAT_VENV)/bin/python -c "import transformers, accelerate; print('test-compat: transformers', \
 		transformers.__version__, 'accelerate', accelerate.__version__)"
 	$(COMPAT_VENV)/bin/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
