@@ -35,7 +35,7 @@ from delphi.hub.client import (
     remote_files,
 )
 from delphi.hub.manifest import update_manifest
-from delphi.hub.repo_run import check_repo_run, replace_old_run
+from delphi.hub.repo_run import RepoRun, check_repo_run, replace_old_run
 from delphi.inputs import parse_hub_ref
 from delphi.layout import (
     HUB_RESUME_DIR,
@@ -234,13 +234,17 @@ class HubUploader:
         retries: int = 3,
         retry_wait: float = 10.0,
         max_pending: int = 4,
-        replace: bool = False,
+        repo_run: RepoRun | None = None,
     ):
         self.repo_id = repo_id
         self.run_dir = Path(run_dir)
         self.include_optimizer = include_optimizer
         self.retries, self.retry_wait = retries, retry_wait
-        self.replace = replace  # this run replaces the repo's previous one: start the manifest afresh
+        self.repo_run = (
+            repo_run  # what the repo held (None: not checked); with --overwrite, replaced at close
+        )
+        # this run replaces the repo's previous one: its first manifest starts afresh
+        self.replace = bool(repo_run and repo_run.replaces)
         self.staging_root = self.run_dir / HUB_STAGING_DIR
         shutil.rmtree(self.staging_root, ignore_errors=True)  # left by a run that was killed
         self.results: list[BranchResult] = []
@@ -355,9 +359,8 @@ def open_hub_uploader(recipe, repo_run=None) -> HubUploader:
         include_optimizer=hub.push_optimizer,
         retries=hub.retries,
         retry_wait=hub.retry_wait,
-        replace=bool(repo_run and repo_run.replaces),
+        repo_run=repo_run,
     )
-    uploader.repo_run = repo_run
     return uploader
 
 
@@ -383,7 +386,7 @@ def _remove_replaced(uploader: HubUploader, recipe, summary: dict) -> list[str]:
     """With --overwrite: what of the replaced run goes once this run has uploaded (`replace_old_run`). Only
     when this session published a checkpoint is the out_dir this run's (else it may hold the replaced run,
     moved back); then the branches of its earlier sessions (a resumed --overwrite run) are its own: kept."""
-    repo_run = getattr(uploader, "repo_run", None)
+    repo_run = uploader.repo_run
     published = set(summary["published"])
     if repo_run is None or not repo_run.replaces or not published:
         return []
