@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,22 @@ def test_seeds_of_a_recipe_are_one_line_with_a_band(suite_dir, tmp_path):
         assert int(row["parameters"]) == context["parameters"]
         assert row["architecture"] == "LlamaForCausalLM"
         assert float(row["eval_loss"]) == metas(run)[int(row["step"])]["eval_loss"]
+
+
+def test_copies_of_a_run_count_once(suite_dir, tmp_path):
+    """A `cp -a` of a seed's folder is the same seed: the recipe keeps 3 seeds and the same band."""
+    copies = tmp_path / "copies"
+    shutil.copytree(suite_dir / "tiny-seed0", copies / "tiny-seed0")
+    curves = [load_curve(run) for run in expand_runs([suite_dir, copies])]
+    assert len(curves) == 5
+    (tiny, wide) = group_lines(curves)
+    assert tiny.label == "tiny (3 seeds)" and len(tiny.curves) == 3
+    assert (tiny.mean, tiny.low, tiny.high) == tuple(
+        getattr(group_lines(curves[:4])[0], f) for f in ("mean", "low", "high")
+    )
+    # a copy on its own with the run it copies: one seed, labelled as the run, no band
+    (line,) = group_lines([curves[0], curves[4]])
+    assert line.label == "tiny-seed0" and len(line.curves) == 1 and line.low == line.high
 
 
 def test_colour_follows_size_and_style_the_architecture():

@@ -72,7 +72,7 @@ def recipe_identity(recipe: dict) -> str:
     return json.dumps(identity, sort_keys=True, default=str)
 
 
-def _run_details(source: str, branch: str, recipe=None) -> dict:
+def run_details(source: str, branch: str, recipe=None) -> dict:
     """identity, seeds, parameters and architecture from a checkpoint's recipe.yaml and run_context.json."""
     recipe = _read_yaml(source, branch, "recipe.yaml") if recipe is None else recipe
     if not isinstance(recipe, dict):
@@ -129,7 +129,7 @@ def load_curves(run_or_repo: str | os.PathLike) -> list[Curve]:
                 name=str(name) if name else run_name(source, branches),
                 source=source,
                 points=sorted(points, key=lambda p: p[2]),
-                **_run_details(source, branches[newest], recipe),
+                **run_details(source, branches[newest], recipe),
             )
         )
     if not curves:
@@ -210,12 +210,28 @@ class Line:
     high: list[float]
 
 
+def seed_key(curve: Curve) -> tuple:
+    """What makes a run one seed of its recipe: its (seeds.init, seeds.data) pair, or where a run saved no
+    seeds, its source."""
+    return curve.seeds if None not in curve.seeds else ("source", curve.source)
+
+
+def distinct_seeds(curves: list[Curve]) -> list[Curve]:
+    """One curve per seed pair, the first given: copies of one run (a `cp -a` of its folder, its own hub
+    repo) are one seed, not two with a zero-width band."""
+    first: dict[tuple, Curve] = {}
+    for curve in curves:
+        first.setdefault(seed_key(curve), curve)
+    return list(first.values())
+
+
 def group_lines(curves: list[Curve]) -> list[Line]:
     """One line per recipe (curves sharing a name, seed suffix aside, and an identity), in order of first
     appearance.
 
-    A recipe's line is its seeds' mean at the tokens every seed has a checkpoint for; a run without a
-    saved recipe is its own line. Labels are recipe names, with the source added where two differ.
+    A recipe's line is its seeds' mean at the tokens every seed has a checkpoint for, copies of one run
+    counted once (`distinct_seeds`); a run without a saved recipe is its own line. Labels are recipe
+    names, with the source added where two differ.
     """
     groups: dict[str, list[Curve]] = {}
     for curve in curves:
@@ -226,6 +242,7 @@ def group_lines(curves: list[Curve]) -> list[Line]:
             else f"source:{curve.source}"
         )
         groups.setdefault(key, []).append(curve)
+    groups = {key: distinct_seeds(members) for key, members in groups.items()}
     labels = [members[0].recipe_name if len(members) > 1 else members[0].name for members in groups.values()]
     lines = []
     for members, label in zip(groups.values(), labels, strict=True):
@@ -276,8 +293,9 @@ def line_styles(lines: list[Line]) -> list[str]:
     ]
 
 
-def curves_figure(curves: list[Curve], *, title: str | None = None):
-    """A matplotlib Figure: one line per recipe (seeds: mean and min-max band), loss against tokens (log x)."""
+def curves_figure(curves: list[Curve], *, title: str | None = None, ylabel: str = "validation loss"):
+    """A matplotlib Figure: one line per recipe (seeds: mean and min-max band), the curves' values (loss,
+    or any number measured at each checkpoint) against tokens (log x)."""
     from matplotlib.figure import Figure
 
     lines = group_lines(curves)
@@ -292,8 +310,8 @@ def curves_figure(curves: list[Curve], *, title: str | None = None):
         )  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("tokens seen")
-    ax.set_ylabel("validation loss")
-    ax.set_title(title or "validation loss over training")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{ylabel} over training")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
