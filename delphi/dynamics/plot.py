@@ -54,7 +54,10 @@ def _curves(frame, quantity: str, metric: str) -> dict[str, list[Curve]]:
         where = "" if layer != layer else f" L{int(layer)}"  # NaN: a model-wide component
         seeds = tuple(None if s != s else int(s) for s in (first["seed_init"], first["seed_data"]))
         points = sorted(
-            ((int(t), float(v), int(s)) for t, v, s in zip(part["tokens_seen"], part["value"], part["step"])),
+            (
+                (int(t), float(v), int(s))
+                for t, v, s in zip(part["tokens_seen"], part["value"], part["step"], strict=True)
+            ),
             key=lambda p: p[2],
         )
         out.setdefault(component, []).append(
