@@ -15,7 +15,7 @@ import numpy as np
 
 from delphi.data.splits import load_split
 from delphi.errors import DelphiError
-from delphi.evaluate.logprobs import _token_column
+from delphi.evaluate.logprobs import token_column
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def load_probe(dataset: str, split: str, feature: str, sequences: int, max_lengt
         raise DelphiError(f"--sequences must be >= 1, got {sequences}")
     if max_length is not None and max_length < 2:
         raise DelphiError(f"the probe needs sequences of at least 2 tokens, got a length of {max_length}")
-    column = _token_column(load_split(dataset, split), feature, dataset)
+    column = token_column(load_split(dataset, split), feature, dataset)
     if len(column) < sequences:
         raise DelphiError(
             f"the probe asks for {sequences} sequences but {split!r} of {dataset!r} has {len(column)}; "

@@ -55,7 +55,7 @@ def token_logprobs(model, input_ids):
     return out
 
 
-def _token_column(ds, feature: str, source: str):
+def token_column(ds, feature: str, source: str):
     """The `feature` column (a chunked, memory-mapped pyarrow list array), checked to hold integer
     sequences of at least 2 tokens."""
     import pyarrow as pa
@@ -274,7 +274,7 @@ def logprobs_for_checkpoints(
     model, branches = run_and_branches(str(model), branches)
     dataset = str(dataset)
     selected = select_branches(model, branches)
-    column = _token_column(load_split(dataset, split), feature, dataset)
+    column = token_column(load_split(dataset, split), feature, dataset)
     max_id = _max_token_id(column)
     name = split_name(split)
     wanted = {"model": _model_id(model), "dataset": _dataset_id(dataset), "split": split, "feature": feature}
