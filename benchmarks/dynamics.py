@@ -85,6 +85,28 @@ def build_run(root: Path, checkpoints: int) -> tuple[Path, Path]:
     return run, data
 
 
+def bare_passes(run: Path, data: Path, checkpoints: int, sequences: int, threads: int) -> float:
+    """Seconds for what no measurement can skip, in this process: load each checkpoint and run one forward
+    and backward of the probe's loss (the same chunks), nothing else. The ratio of `delphi dynamics` to it
+    says what the metrics, the table and the plots add, whatever else the machine is doing."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from delphi.dynamics.measure import CHUNK
+    from delphi.evaluate.sources import load_model
+
+    torch.set_num_threads(threads)
+    rows = pq.read_table(data / "validation-00000.parquet").column("tokens").to_pylist()[:sequences]
+    ids = torch.tensor([r[:128] for r in rows])
+    started = time.perf_counter()
+    for step in range(1, checkpoints + 1):
+        model = load_model(run, f"step{step}")
+        for start in range(0, len(ids), CHUNK):
+            part = ids[start : start + CHUNK]
+            model(input_ids=part, labels=part, use_cache=False).loss.backward()
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, help="where the run is built and kept (default: a temp dir)")
@@ -106,6 +128,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "delphi", "dynamics", str(run), "--probe", str(data),
                "--sequences", str(args.sequences), "--out", str(out)]  # fmt: skip
+    load_before = os.getloadavg()[0]  # on a shared machine, what else was running says what the time means
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
@@ -115,7 +138,10 @@ def main() -> None:
     rerun_started = time.perf_counter()
     subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     rerun = time.perf_counter() - rerun_started
+    bare = bare_passes(run, data, args.checkpoints, args.sequences, args.threads)
     figures = {
+        "bare_load_forward_backward_seconds": round(bare, 2),
+        "ratio_to_bare": round(seconds / bare, 2),
         "checkpoints": args.checkpoints,
         "parameters": parameters,
         "probe": f"{args.sequences} x 128",
@@ -124,12 +150,19 @@ def main() -> None:
         "peak_rss_mib": round(peak_mib, 1),
         "rerun_seconds_all_done": round(rerun, 2),
         "target_seconds": 60,
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cores": os.cpu_count(),
     }
     print(done.stdout.strip())
     print(
         f"delphi dynamics: {args.checkpoints} checkpoints of a {parameters:,}-parameter Llama, probe "
         f"{args.sequences} x 128, {args.threads} threads: {seconds:.1f} s (target < 60 s), peak RSS "
-        f"{peak_mib:.0f} MiB; rerun with everything done: {rerun:.1f} s"
+        f"{peak_mib:.0f} MiB; rerun with everything done: {rerun:.1f} s; load average before/after "
+        f"{load_before:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"beside it, loading each checkpoint and one forward + backward of the probe, nothing else: {bare:.1f} s "
+        f"(dynamics / that = {seconds / bare:.2f})"
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
