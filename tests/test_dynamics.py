@@ -141,6 +141,22 @@ def test_two_seeds_table_against_the_checkpoint_files(seeds_dir, stories_data, t
         assert cka == value(seed1, step=step, metric="cka_seeds", **act)  # one pair: the same number
         assert value(mine, step=step, metric="token_norm", **act) > 0
 
+    # the plot: one panel per component; the two seeds one line per layer with a min-max band
+    from delphi.dynamics.plot import dynamics_figure
+
+    same_recipe = {"tiny-seed0": "tiny", "tiny-seed1": "tiny"}
+    figure = dynamics_figure(frame, "weight", "rel_dist_first", same_recipe)
+    panels = {ax.get_title(): ax for ax in figure.axes}
+    assert list(panels)[:3] == ["embedding", "attn.q", "attn.k"] and "lm_head" in panels
+    assert [line.get_label() for line in panels["attn.q"].get_lines()] == ["tiny L0 (2 seeds)"]
+    assert len(panels["attn.q"].collections) == 1  # the band
+    (line,) = panels["attn.q"].get_lines()
+    per_seed = frame[(frame["component"] == "attn.q") & (frame["metric"] == "rel_dist_first")]
+    np.testing.assert_allclose(
+        line.get_ydata(), per_seed.groupby("step")["value"].mean().to_numpy(), rtol=1e-15
+    )
+    apart = dynamics_figure(frame, "weight", "rel_dist_first", {"tiny-seed0": "a", "tiny-seed1": "b"})
+    assert len([ax for ax in apart.axes if ax.get_title() == "attn.q"][0].get_lines()) == 2
     for png in result.plots:
         with open(png, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -274,7 +290,7 @@ def test_bad_inputs_fail_before_any_work(seeds_dir, stories_data, tmp_path, caps
     fails(r"asks for 100000 sequences but 'validation' of .* has \d+", sequences=100000)
     fails(r"feature 'ids' not found", feature="ids")
     fails(r"split 'test' not found", split="test")
-    fails(r"one checkpoint \(a step folder\)", runs=[run / "step8"])
+    fails(rf"one checkpoint \(a step folder\); .*pass '{run}' --steps 8", runs=[run / "step8"])
     big = tmp_path / "big"
     big.mkdir()
     pq.write_table(__import__("pyarrow").table({"tokens": [[0, 5, 999]]}), big / "validation-00000.parquet")

@@ -38,8 +38,10 @@ def check_plots(plots: list[str]) -> list[str]:
     return list(dict.fromkeys(plots))
 
 
-def _curves(frame, quantity: str, metric: str) -> dict[str, list[Curve]]:
-    """{component: curves}, one curve per run and layer, its points (tokens_seen, value, step)."""
+def _curves(frame, quantity: str, metric: str, identities: dict[str, str | None]) -> dict[str, list[Curve]]:
+    """{component: curves}, one curve per run and layer, its points (tokens_seen, value, step); a run's
+    identity (its recipe apart from seeds, from `identities` by run label) with the layer added, so that
+    the seeds of one recipe (and only they) share a line."""
     rows = frame[(frame["quantity"] == quantity) & (frame["metric"] == metric) & (frame["tokens_seen"] > 0)]
     out: dict[str, list[Curve]] = {}
     keys = ["component", "run", "layer"]
@@ -65,7 +67,7 @@ def _curves(frame, quantity: str, metric: str) -> dict[str, list[Curve]]:
                 name=f"{recipe}{where}{suffix}",
                 source=run,
                 points=points,
-                identity=f"{recipe}|{layer}" if suffix or seeds != (None, None) else None,
+                identity=None if identities.get(run) is None else f"{identities[run]}|{layer}",
                 seeds=seeds,
                 parameters=None if first["parameters"] != first["parameters"] else int(first["parameters"]),
                 architecture=first["architecture"],
@@ -74,14 +76,14 @@ def _curves(frame, quantity: str, metric: str) -> dict[str, list[Curve]]:
     return out
 
 
-def dynamics_figure(frame, quantity: str, metric: str):
+def dynamics_figure(frame, quantity: str, metric: str, identities: dict[str, str | None] | None = None):
     """A matplotlib Figure of `quantity.metric`, one panel per component."""
     import math
 
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    by_component = _curves(frame, quantity, metric)
+    by_component = _curves(frame, quantity, metric, identities or {})
     panels = max(1, len(by_component))
     cols = min(4, panels)
     rows = math.ceil(panels / cols)
@@ -117,13 +119,13 @@ def dynamics_figure(frame, quantity: str, metric: str):
     return fig
 
 
-def write_plots(table, out: Path, plots: list[str]) -> list[Path]:
+def write_plots(table, out: Path, plots: list[str], identities: dict[str, str | None]) -> list[Path]:
     """One PNG per `QUANTITY.METRIC`: `out/QUANTITY.METRIC.png`."""
     frame = table.to_pandas()
     written = []
     for plot in plots:
         quantity, metric = plot.split(".", 1)
-        figure = dynamics_figure(frame, quantity, metric)
+        figure = dynamics_figure(frame, quantity, metric, identities)
         path = out / f"{plot}.png"
         atomic.write_atomically(path, lambda temp, f=figure: f.savefig(temp, format="png"))
         written.append(path)

@@ -46,7 +46,7 @@ from delphi.evaluate.sources import (
     select_branches,
 )
 from delphi.inputs import check_output_dir
-from delphi.layout import RECIPE_FILE, step_name
+from delphi.layout import CONFIG_FILE, RECIPE_FILE, parse_step, step_name
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +354,14 @@ def run_dynamics(
     device = resolve_device(device)
     out = check_output_dir(out_dir, what="--out")
     wanted = parse_steps(steps)
+    for run in map(str, runs):
+        path = Path(run).expanduser()
+        if is_local(run) and (path / CONFIG_FILE).is_file() and parse_step(path.name) is not None:
+            raise DelphiError(
+                f"{run!r} is one checkpoint (a step folder); dynamics measures whole runs (each checkpoint "
+                f"against the run's first, previous and final ones): pass {str(path.parent)!r} --steps "
+                f"{parse_step(path.name)}"
+            )
     infos = [read_run(source, wanted) for source in expand_runs(runs)]
     dataset, default_feature = (str(probe), "tokens") if probe is not None else default_probe(infos[0])
     lengths = [r.seq_len for r in infos if r.seq_len]
@@ -378,5 +386,6 @@ def run_dynamics(
         measure_seeds(members, the_probe, cache / "seeds" / _group_key(members), device)
     table = gather(infos, cache)
     parquet, csv = write_table(table, out)
-    pngs = write_plots(table, out, plots)
+    identities = dict(zip(_labels(infos), (r.curve.identity for r in infos), strict=True))
+    pngs = write_plots(table, out, plots, identities)
     return DynamicsResult(parquet, csv, pngs, computed, skipped, the_probe.describe(), table.num_rows)
