@@ -112,6 +112,20 @@ def test_effective_rank_condition_number_and_norms():
         assert together[name] == pytest.approx(value, rel=48 * 20 * EPS64), name
 
 
+def test_singular_values_through_the_triangular_factor_equal_lapacks():
+    for shape in [(300, 24), (24, 300), (40, 40), (64, 1)]:
+        a = random(*shape, seed=13)
+        want = torch.linalg.svdvals(a.double())
+        got = metrics.singular_values(a)
+        assert got.shape == want.shape and got.dtype == torch.float64
+        # both backward stable: each within c m n eps64 of the exact values, relative to the largest
+        check(
+            f"singular values via QR {shape}",
+            ((got - want).abs().max() / want[0]).item(),
+            shape[0] * shape[1] * EPS64,
+        )
+
+
 def test_relative_distance_and_conv_weights_as_matrices():
     w = random(16, 8, seed=11)
     assert metrics.relative_distance(w, w) == 0.0

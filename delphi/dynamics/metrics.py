@@ -33,6 +33,22 @@ def as_matrix(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to(torch.float64).reshape(tensor.shape[0], -1)
 
 
+def singular_values(matrix: torch.Tensor) -> torch.Tensor:
+    """The singular values of a matrix (float64, descending), through its square triangular factor.
+
+    A tall matrix (an embedding: vocab x hidden) is first reduced to its n x n factor R by a QR
+    decomposition (A = QR, Q with orthonormal columns, so A and R have the same singular values; Householder
+    QR is backward stable, so this is as accurate as an SVD of A). LAPACK's SVD of a 2048 x 128 matrix took
+    100 ms with 2 threads on a busy 2-core machine, the QR and the 128 x 128 SVD 6 ms.
+    """
+    m = as_matrix(matrix)
+    if m.shape[0] < m.shape[1]:
+        m = m.T
+    if m.shape[0] > m.shape[1]:
+        m = torch.linalg.qr(m, mode="r").R
+    return torch.linalg.svdvals(m)
+
+
 def _flat(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to(torch.float64).reshape(-1)
 
@@ -65,7 +81,7 @@ def effective_rank(matrix: torch.Tensor) -> float:
     identity of size n gives n). The entropy effective rank of Roy & Vetterli (2007) has the same ends but
     weighs small singular values more; the participation ratio is the one the issue asked for.
     """
-    return _effective_rank(torch.linalg.svdvals(as_matrix(matrix)))
+    return _effective_rank(singular_values(matrix))
 
 
 def _effective_rank(singular: torch.Tensor) -> float:
@@ -135,7 +151,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 def matrix_metrics(matrix: torch.Tensor) -> dict[str, float]:
     """Every matrix metric of one weight, from one SVD (the same numbers as the functions above)."""
     m = as_matrix(matrix)
-    singular = torch.linalg.svdvals(m)
+    singular = singular_values(m)
     smallest = singular[-1].item()
     return {
         "frobenius": torch.linalg.matrix_norm(m, ord="fro").item(),
@@ -157,7 +173,7 @@ def grad_metrics(tensor: torch.Tensor) -> dict[str, float]:
     """The norms of a gradient: Frobenius, spectral and nuclear for a matrix, L2 for a vector."""
     if tensor.dim() < 2:
         return {"l2": l2(tensor)}
-    singular = torch.linalg.svdvals(as_matrix(tensor))
+    singular = singular_values(tensor)
     return {
         "frobenius": torch.linalg.matrix_norm(as_matrix(tensor), ord="fro").item(),
         "spectral": singular[0].item(),

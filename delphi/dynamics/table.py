@@ -218,7 +218,7 @@ def measure_seeds(members: list[RunInfo], probe: Probe, folder: Path, device: st
     import pyarrow as pa
     import torch
 
-    from delphi.dynamics.measure import probe_pass
+    from delphi.dynamics.measure import one_thread, probe_pass
     from delphi.dynamics.metrics import linear_cka
 
     shared = [b for b in members[0].selected if all(b in m.selected for m in members[1:])]
@@ -235,9 +235,10 @@ def measure_seeds(members: list[RunInfo], probe: Probe, folder: Path, device: st
             del model
         layers = len(outputs[0])
         cka = {}
-        for a, b in combinations(range(len(members)), 2):
-            for layer in range(layers):
-                cka[a, b, layer] = cka[b, a, layer] = linear_cka(outputs[a][layer], outputs[b][layer])
+        with one_thread():
+            for a, b in combinations(range(len(members)), 2):
+                for layer in range(layers):
+                    cka[a, b, layer] = cka[b, a, layer] = linear_cka(outputs[a][layer], outputs[b][layer])
         keys, layer_col, values = [], [], []
         for a, m in enumerate(members):
             for layer in range(layers):
