@@ -5,7 +5,9 @@ activations at a time. The run is real: the embedded corpus, a 2048-token tokeni
 a 1.07M-parameter Llama (3 layers, hidden 128, untied head) trained 20 steps with a checkpoint at every
 step. Built once under --workdir (reused by later calls); then `delphi dynamics RUN --sequences 64` runs in
 a fresh process with --threads torch threads, timed end to end (imports, reading, measuring, table, the 3
-default plots), its peak resident memory from the kernel (ru_maxrss of the child).
+default plots), its CPU time and peak resident memory from the kernel (the child's rusage). Beside it,
+before and after, the work no measurement can skip (load each checkpoint, one forward and backward of the
+probe) is timed in this process: on a shared machine the ratio says more than the seconds.
 
     python benchmarks/dynamics.py [--workdir DIR] [--threads 2] [--checkpoints 20] [--json out.json]
 """
@@ -129,25 +131,31 @@ def main() -> None:
     command = [sys.executable, "-m", "delphi", "dynamics", str(run), "--probe", str(data),
                "--sequences", str(args.sequences), "--out", str(out)]  # fmt: skip
     load_before = os.getloadavg()[0]  # on a shared machine, what else was running says what the time means
+    bare_before = bare_passes(run, data, args.checkpoints, args.sequences, args.threads)
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"delphi dynamics failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
+    peak_mib = usage.ru_maxrss / 1024  # KiB on Linux
+    bare_after = bare_passes(run, data, args.checkpoints, args.sequences, args.threads)
     rerun_started = time.perf_counter()
     subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     rerun = time.perf_counter() - rerun_started
-    bare = bare_passes(run, data, args.checkpoints, args.sequences, args.threads)
+    bare = (bare_before + bare_after) / 2
     figures = {
-        "bare_load_forward_backward_seconds": round(bare, 2),
-        "ratio_to_bare": round(seconds / bare, 2),
         "checkpoints": args.checkpoints,
         "parameters": parameters,
         "probe": f"{args.sequences} x 128",
         "threads": args.threads,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
         "peak_rss_mib": round(peak_mib, 1),
+        "bare_load_forward_backward_seconds": [round(bare_before, 2), round(bare_after, 2)],
+        "ratio_to_bare": round(seconds / bare, 2),
         "rerun_seconds_all_done": round(rerun, 2),
         "target_seconds": 60,
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -156,13 +164,13 @@ def main() -> None:
     print(done.stdout.strip())
     print(
         f"delphi dynamics: {args.checkpoints} checkpoints of a {parameters:,}-parameter Llama, probe "
-        f"{args.sequences} x 128, {args.threads} threads: {seconds:.1f} s (target < 60 s), peak RSS "
-        f"{peak_mib:.0f} MiB; rerun with everything done: {rerun:.1f} s; load average before/after "
+        f"{args.sequences} x 128, {args.threads} threads: {seconds:.1f} s wall, {cpu:.1f} s CPU (target < 60 s), "
+        f"peak RSS {peak_mib:.0f} MiB; rerun with everything done: {rerun:.1f} s; load average before/after "
         f"{load_before:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     print(
-        f"beside it, loading each checkpoint and one forward + backward of the probe, nothing else: {bare:.1f} s "
-        f"(dynamics / that = {seconds / bare:.2f})"
+        f"beside it, loading each checkpoint and one forward + backward of the probe, nothing else: "
+        f"{bare_before:.1f} s before, {bare_after:.1f} s after (dynamics / their mean = {seconds / bare:.2f})"
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
