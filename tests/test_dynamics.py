@@ -64,6 +64,7 @@ def checkpoint_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "model.safetensors")
 
 
+@pytest.mark.numerics
 def test_two_seeds_table_against_the_checkpoint_files(seeds_dir, stories_data, tmp_path):
     out = tmp_path / "dyn"
     result = run_dynamics([seeds_dir], probe=stories_data / "data", sequences=8, out_dir=out)

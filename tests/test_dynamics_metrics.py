@@ -36,6 +36,7 @@ def test_cka_of_a_representation_with_itself_is_one():
     check("CKA(X, X) - 1", abs(metrics.linear_cka(x, x) - 1), 8 * EPS64)
 
 
+@pytest.mark.numerics
 def test_cka_is_unchanged_by_rotation_and_isotropic_scaling_of_either_input():
     x, y = random(512, 24, seed=1), random(512, 16, seed=2) + 0.5 * random(512, 16, seed=3)
     base = metrics.linear_cka(x, y)
@@ -74,6 +75,7 @@ def test_gini_and_hoyer_of_constant_and_one_hot_vectors():
     assert metrics.gini(spread.reshape(101, 1)) == metrics.gini(spread)  # any shape: its entries
 
 
+@pytest.mark.numerics
 def test_effective_rank_condition_number_and_norms():
     n = 32
     eye = torch.eye(n)
@@ -112,6 +114,7 @@ def test_effective_rank_condition_number_and_norms():
         assert together[name] == pytest.approx(value, rel=48 * 20 * EPS64), name
 
 
+@pytest.mark.numerics
 def test_singular_values_through_the_triangular_factor_equal_lapacks():
     for shape in [(300, 24), (24, 300), (40, 40), (64, 1)]:
         a = random(*shape, seed=13)
