@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/install_torch.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python scripts/install_torch.py
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,eval]"
 	touch $@
 
 # The embedded synthetic corpus: written once, byte-identical for the same seed and sizes.

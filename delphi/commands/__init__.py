@@ -29,6 +29,9 @@ from delphi.commands import (
     validate,
     verify,
 )
+from delphi.commands import (
+    eval as eval_command,
+)
 from delphi.train import command as train
 
 # in the order of the pipeline, as `delphi --help` lists them
@@ -41,6 +44,7 @@ COMMANDS = {
     "generate": generate,
     "logprobs": logprobs,
     "curves": curves,
+    "eval": eval_command,
     "batches": batches,
     "push": push,
     "verify": verify,
