@@ -56,13 +56,20 @@ def _include_paths(include_path) -> list[str]:
     return [str(BUILTIN_TASKS), *map(str, extra)]
 
 
-def task_manager(include_path=None, metadata: dict | None = None):
-    """The harness' TaskManager over its own tasks, delphi's built-in tasks and `include_path`."""
+def task_manager(include_path=None, metadata: dict | None = None, names: list[str] | None = None):
+    """The harness' TaskManager over its own tasks, delphi's built-in tasks and `include_path`; where
+    `names` are all delphi's or the include path's, without the harness' own (its index of thousands of
+    YAML files takes seconds)."""
     require_lm_eval()
     from lm_eval.tasks import TaskManager
 
     quiet_harness()
-    return TaskManager(include_path=_include_paths(include_path), metadata=metadata or None)
+    paths = _include_paths(include_path)
+    if names:
+        local = TaskManager(include_path=paths, include_defaults=False, metadata=metadata or None)
+        if all(n.strip() in local.all_tasks for n in names if n.strip()):
+            return local
+    return TaskManager(include_path=paths, metadata=metadata or None)
 
 
 def check_task_names(manager, names: list[str]) -> list[str]:

@@ -189,7 +189,7 @@ def run_sweep(
     version = require_lm_eval()
     out = check_output_dir(out, what="--out")
     plans = plan(inputs, steps, every)
-    manager = task_manager(options.include_path, options.metadata)
+    manager = task_manager(options.include_path, options.metadata, options.tasks)
     names = check_task_names(manager, options.tasks)
     from delphi.devices import resolve_device
 
