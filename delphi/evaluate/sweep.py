@@ -238,7 +238,14 @@ def run_sweep(
     rows = table_rows(plans, options, tasks, out)
     files = write_table(rows, out)
     files += write_plots(rows, plans, names, out)
-    return {"computed": computed, "reused": reused, "rows": len(rows), "files": files}
+    return {
+        "computed": computed,
+        "reused": reused,
+        "rows": len(rows),
+        "files": files,
+        "plans": plans,
+        "table": rows,
+    }
 
 
 def _tokenizer(source: str, branch: str):
@@ -303,32 +310,35 @@ def write_table(rows: list[dict], out: Path) -> list[Path]:
     return [parquet, csv]
 
 
+def task_curves(rows: list[dict], plans: list[RunPlan], name: str) -> tuple[str, list[Curve]]:
+    """(metric, one Curve per run) of task `name`'s main metric: the first the harness reports for the task
+    itself (its metric_list's first; for a group, the group's own)."""
+    own = [r for r in rows if r["_cell_task"] == name]
+    main = [r for r in own if r["task"] == name] or own
+    if not main:
+        return "", []
+    task, metric = main[0]["task"], main[0]["metric"]
+    curves = []
+    for run in plans:
+        points = sorted(
+            (r["tokens_seen"], r["value"], r["step"])
+            for r in own
+            if r["source"] == run.source
+            and r["task"] == task
+            and r["metric"] == metric
+            and r["tokens_seen"] > 0
+        )
+        if points:
+            curves.append(Curve(name=run.name, source=run.source, points=points, **run.details))
+    return metric, curves
+
+
 def write_plots(rows: list[dict], plans: list[RunPlan], names: list[str], out: Path) -> list[Path]:
-    """Per task, its main metric (the first the harness reports for the task itself) against tokens seen:
-    one line per recipe, seeds as mean and min-max band, as `delphi curves` draws loss."""
+    """Per task, its main metric against tokens seen (log x): one line per recipe, seeds as their mean with a
+    min-max band, colour by size, line style by architecture, as `delphi curves` draws loss."""
     files = []
     for name in names:
-        own = [r for r in rows if r["_cell_task"] == name and r["task"] == name] or [
-            r for r in rows if r["_cell_task"] == name
-        ]
-        if not own:
-            continue
-        metric = own[0]["metric"]
-        curves = []
-        for run in plans:
-            points = sorted(
-                {
-                    (r["tokens_seen"], r["value"], r["step"])
-                    for r in own
-                    if r["source"] == run.source
-                    and r["metric"] == metric
-                    and r["task"] == own[0]["task"]
-                    and r["tokens_seen"] > 0
-                },
-                key=lambda p: p[2],
-            )
-            if points:
-                curves.append(Curve(name=run.name, source=run.source, points=points, **run.details))
+        metric, curves = task_curves(rows, plans, name)
         if not curves:
             continue
         figure = curves_figure(curves, title=f"{name}: {metric} over training", ylabel=f"{name} {metric}")
