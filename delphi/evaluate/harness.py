@@ -94,7 +94,8 @@ def _canonical(value) -> object:
 
 
 def config_hash(obj) -> str:
-    """A short hash of a task's (or a group's and all its tasks') configuration as the harness holds it."""
+    """A short hash of a task's (or a group's and all its tasks') configuration as the harness holds it, and
+    of the documents it evaluates."""
     tasks = _leaves(obj)
     configs = [t.dump_config() for t in tasks]
     if hasattr(obj, "to_dict"):
@@ -103,8 +104,11 @@ def config_hash(obj) -> str:
         if isinstance(config, dict) and isinstance(config.get("metadata"), dict):
             # where the YAML file lies is not what it computes: a moved checkout keeps its cells
             config["metadata"] = {k: v for k, v in config["metadata"].items() if k != "config_source"}
-    text = json.dumps(configs, sort_keys=True, default=_canonical)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(configs, sort_keys=True, default=_canonical).encode())
+    for task in tasks:  # the documents too: a task whose data is made by code (custom_dataset) may change
+        for doc in task.eval_docs:
+            digest.update(json.dumps(doc, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def load_tasks(manager, names: list[str], num_fewshot: int | None = None) -> Tasks:

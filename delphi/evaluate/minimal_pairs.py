@@ -9,7 +9,7 @@ Four phenomena, each a sentence the stories themselves write:
 - `reflexive`: "Tom was proud of himself." / "Tom was proud of herself.".
 
 Deterministic: every candidate sentence of a phenomenon is enumerated in a fixed order and a fixed-seed
-`random.Random` samples `PER_PHENOMENON` of them, so the pairs are the same on every machine and Python.
+`random.Random` samples `PER_PHENOMENON` of them (the phenomena then interleaved), so the pairs are the same on every machine and Python.
 """
 
 from __future__ import annotations
@@ -98,14 +98,22 @@ def _balanced_articles(pairs: list[tuple[str, str]], rng: random.Random, n: int)
 
 
 def minimal_pairs(per_phenomenon: int = PER_PHENOMENON, seed: int = SEED) -> list[dict]:
-    """Rows `{sentence_good, sentence_bad, phenomenon}`, phenomenon by phenomenon, in a fixed order."""
-    rows = []
+    """Rows `{sentence_good, sentence_bad, phenomenon}`, the phenomena interleaved (one of each in turn), so
+    the first N rows (`--limit N`) test every phenomenon, not only the first."""
+    chosen = {}
     for phenomenon in PHENOMENA:
         rng = random.Random(f"{seed}:{phenomenon}")
         candidates = _BUILDERS[phenomenon]()
         n = min(per_phenomenon, len(candidates))
-        chosen = (
+        pairs = (
             _balanced_articles(candidates, rng, n) if phenomenon == "article" else rng.sample(candidates, n)
         )
-        rows += [{"sentence_good": g, "sentence_bad": b, "phenomenon": phenomenon} for g, b in chosen]
+        rng.shuffle(pairs)  # the article pairs come as all `an`, then all `a`
+        chosen[phenomenon] = pairs
+    rows = []
+    for i in range(max(map(len, chosen.values()))):
+        for phenomenon in PHENOMENA:
+            if i < len(chosen[phenomenon]):
+                good, bad = chosen[phenomenon][i]
+                rows.append({"sentence_good": good, "sentence_bad": bad, "phenomenon": phenomenon})
     return rows
