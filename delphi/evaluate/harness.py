@@ -127,9 +127,10 @@ def load_tasks(manager, names: list[str], num_fewshot: int | None = None) -> Tas
                 task.set_config(key="num_fewshot", value=0)
         tasks.objects[name] = obj
         members = obj if isinstance(obj, list) else [obj]
-        tasks.hashes[name] = hashlib.sha256("".join(config_hash(m) for m in members).encode()).hexdigest()[
-            :16
-        ]
+        combined = "".join(config_hash(m) for m in members)
+        tasks.hashes[name] = (
+            combined if len(members) == 1 else hashlib.sha256(combined.encode()).hexdigest()[:16]
+        )
         tasks.versions[name] = ",".join(_task_version(m) for m in members)
     return tasks
 
