@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -276,9 +277,11 @@ def test_tasks_run_at_every_checkpoint_and_leave_training_unchanged(seeds_dir, s
     from delphi.train.run import train
 
     # tiny-seed0 of the suite is this recipe without `evaluation:` (same seeds; the name is not the run)
-    train(
-        load_recipe([evaluation_recipe(tmp_path, stories_data, "with-eval", seeds={"init": 7, "data": 11})])
+    keep_all = {"steps": [1, 2, 4], "keep_optimizer": "all"}  # step 4 stays resumable (below)
+    recipe = evaluation_recipe(
+        tmp_path, stories_data, "with-eval", seeds={"init": 7, "data": 11}, checkpoints=keep_all
     )
+    train(load_recipe([recipe]))
     run = tmp_path / "with-eval"
     numbers = in_loop_numbers(run)
     assert sorted(numbers) == [1, 2, 4, 8]
@@ -292,6 +295,14 @@ def test_tasks_run_at_every_checkpoint_and_leave_training_unchanged(seeds_dir, s
         sum("eval_delphi_minimal_pairs_acc" in entry for entry in history) == 4
     )  # Trainer.log: every tracker
     assert_equal_to_delphi_eval(run, numbers, tmp_path)
+
+    # another `evaluation:` is the same run: back to step 4, it resumes and finishes with the new tasks
+    shutil.rmtree(run / "step8")
+    summary = train(load_recipe([recipe], ["evaluation.tasks=[delphi_minimal_pairs]", "evaluation.limit=3"]))
+    assert not summary["complete_before"] and summary["checkpoints"][-1] == 8
+    final = read_checkpoint_meta(run / "step8")
+    assert final["eval_loss"] == read_checkpoint_meta(seeds_dir / "tiny-seed0" / "step8")["eval_loss"]
+    assert [k for k in final["eval"] if k.startswith("eval_delphi_")] == ["eval_delphi_minimal_pairs_acc"]
 
 
 def test_the_evaluation_section_is_checked_and_not_part_of_the_run(stories_data, tmp_path):
