@@ -18,6 +18,7 @@ import pytest
 from tiny import ENV, MODEL, REPO, cli_error, free_port, run_process, write_recipe
 
 from delphi.evaluate.harness import BUILTIN_TASKS
+from delphi.evaluate.minimal_pairs import PHENOMENA
 from delphi.evaluate.sweep import COLUMNS, Options, run_sweep, task_curves
 from delphi.layout import EVAL_CELLS_DIR, list_checkpoints, read_checkpoint_meta
 
@@ -76,9 +77,8 @@ def test_a_suite_evaluated_equals_the_harness_and_draws_seed_bands(seeds_dir, tm
     assert (done["computed"], done["reused"]) == (2 * 2 * 2, 0)
     table = pq.read_table(out / "results.parquet").to_pylist()
     assert list(table[0]) == COLUMNS
-    assert len(table) == 2 * 2 * (
-        3 + 1
-    )  # runs x checkpoints x (bits_per_byte, word and byte perplexity; acc)
+    # runs x checkpoints x (bits_per_byte, word and byte perplexity; acc of the group and of its 4 phenomena)
+    assert len(table) == 2 * 2 * (3 + 1 + len(PHENOMENA))
     run = seeds_dir / "tiny-seed1"
     for step in (1, 8):
         want = harness_numbers(run / f"step{step}", TASKS, limit=8, batch_size=4)
@@ -89,7 +89,9 @@ def test_a_suite_evaluated_equals_the_harness_and_draws_seed_bands(seeds_dir, tm
         }
         # the same model weights through the same harness code on the same tokens: the same floats
         assert got == want
-    row = next(r for r in table if r["metric"] == "acc")
+    group = next(r for r in table if r["task"] == "delphi_minimal_pairs")
+    row = next(r for r in table if r["task"] == "delphi_minimal_pairs_article")
+    assert (group["metric"], group["samples"]) == ("acc", 8 * len(PHENOMENA))  # --limit is per task
     assert (row["run"], row["recipe"], row["seed_init"], row["samples"], row["limit"]) == (
         "tiny-seed0", "tiny", 7, 8, 8
     )  # fmt: skip
@@ -142,7 +144,7 @@ def test_a_killed_sweep_resumes_computing_only_what_is_missing(seeds_dir, tmp_pa
     assert done.stdout.splitlines()[-1].startswith(
         f"{len(after) - len(before)} cell(s) computed, {len(before)} already done"
     )
-    assert pq.read_table(out / "results.parquet").num_rows == 2 * 4 * 4
+    assert pq.read_table(out / "results.parquet").num_rows == 2 * 4 * (3 + 1 + len(PHENOMENA))
 
 
 @pytest.mark.slow
@@ -173,7 +175,10 @@ def test_changed_settings_or_task_config_recompute_a_cell(seeds_dir, tmp_path):
     first = cells(out)
     done = sweep(limit=5)
     assert (done["computed"], done["reused"]) == (2, 0)
-    assert {r["samples"] for r in done["table"]} == {2, 5} and {r["limit"] for r in done["table"]} == {5}
+    assert {r["task"]: r["samples"] for r in done["table"]} == {
+        "my_pairs": 2, "delphi_minimal_pairs": 5 * len(PHENOMENA), **{f"delphi_minimal_pairs_{p}": 5 for p in PHENOMENA}
+    }  # fmt: skip
+    assert {r["limit"] for r in done["table"]} == {5}
     assert sweep(limit=5)["computed"] == 0
     spec["metric_list"].append({"metric": "acc_norm"})  # the task's config changes: only its cell is redone
     (tasks_dir / "my_pairs.yaml").write_text(yaml.safe_dump(spec))
@@ -253,6 +258,12 @@ def evaluation_recipe(tmp_path: Path, stories_data: Path, name: str, **overrides
     return write_recipe(tmp_path / f"{name}.yaml", stories_data, tmp_path / name, **{**settings, **overrides})
 
 
+IN_LOOP_KEYS = {
+    "eval_delphi_bpb_bits_per_byte", "eval_delphi_bpb_word_perplexity", "eval_delphi_bpb_byte_perplexity",
+    "eval_delphi_minimal_pairs_acc", *(f"eval_delphi_minimal_pairs_{p}_acc" for p in PHENOMENA),
+}  # fmt: skip
+
+
 def in_loop_numbers(run: Path) -> dict[int, dict]:
     return {
         step: {k: v for k, v in read_checkpoint_meta(folder)["eval"].items() if k.startswith("eval_delphi_")}
@@ -285,8 +296,7 @@ def test_tasks_run_at_every_checkpoint_and_leave_training_unchanged(seeds_dir, s
     run = tmp_path / "with-eval"
     numbers = in_loop_numbers(run)
     assert sorted(numbers) == [1, 2, 4, 8]
-    assert all(set(n) == {"eval_delphi_bpb_bits_per_byte", "eval_delphi_bpb_word_perplexity",
-                          "eval_delphi_bpb_byte_perplexity", "eval_delphi_minimal_pairs_acc"} for n in numbers.values())  # fmt: skip
+    assert all(set(n) == IN_LOOP_KEYS for n in numbers.values())
     for step, folder in list_checkpoints(run):
         baseline = read_checkpoint_meta(seeds_dir / "tiny-seed0" / folder.name)
         assert read_checkpoint_meta(folder)["eval_loss"] == baseline["eval_loss"], step  # training untouched
@@ -302,7 +312,9 @@ def test_tasks_run_at_every_checkpoint_and_leave_training_unchanged(seeds_dir, s
     assert not summary["complete_before"] and summary["checkpoints"][-1] == 8
     final = read_checkpoint_meta(run / "step8")
     assert final["eval_loss"] == read_checkpoint_meta(seeds_dir / "tiny-seed0" / "step8")["eval_loss"]
-    assert [k for k in final["eval"] if k.startswith("eval_delphi_")] == ["eval_delphi_minimal_pairs_acc"]
+    assert {k for k in final["eval"] if k.startswith("eval_delphi_")} == {
+        k for k in IN_LOOP_KEYS if "pairs" in k
+    }
 
 
 def test_the_evaluation_section_is_checked_and_not_part_of_the_run(stories_data, tmp_path):

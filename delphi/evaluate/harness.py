@@ -219,6 +219,10 @@ def evaluate(
                         "samples": samples.get(task),
                     }
                 )
+    for row in rows:  # a group's own rows: the documents of its tasks
+        if row["samples"] is None and row["task"] == name:
+            row["samples"] = sum(n for task, n in samples.items() if task != name and n is not None) or None
+    rows.sort(key=lambda row: row["task"] != name)  # the task asked for first (a group's own before its tasks')
     return {
         "rows": rows,
         "task_version": tasks.versions[name],

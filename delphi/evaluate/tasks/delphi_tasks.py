@@ -23,12 +23,13 @@ def text_documents(dataset=None, split="validation", feature="story", size=None,
     return datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": list(texts)})})
 
 
-def minimal_pairs(per_phenomenon=None, **_):
-    """delphi's minimal pairs (`delphi.evaluate.minimal_pairs`), columns sentence_good, sentence_bad, phenomenon."""
+def minimal_pairs(phenomenon=None, per_phenomenon=None, **_):
+    """delphi's minimal pairs (`delphi.evaluate.minimal_pairs`) of one phenomenon (all where None), columns
+    sentence_good, sentence_bad, phenomenon."""
     import datasets
 
     from delphi.evaluate.minimal_pairs import PER_PHENOMENON
     from delphi.evaluate.minimal_pairs import minimal_pairs as pairs
 
-    rows = pairs(int(per_phenomenon or PER_PHENOMENON))
+    rows = [r for r in pairs(int(per_phenomenon or PER_PHENOMENON)) if phenomenon in (None, r["phenomenon"])]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
