@@ -197,6 +197,7 @@ def test_changed_settings_or_task_config_recompute_a_cell(seeds_dir, tmp_path):
         (["--tasks", "delphi_bpb", "--limit", "0"], "--limit must be a positive number of documents, got 0"),
         (["--tasks", "delphi_bpb", "--every", "0"], "--every must be a positive number of steps, got 0"),
         (["--tasks", "delphi_bpb", "--metadata", "{x"], "--metadata '{x' is not JSON"),
+        (["--tasks", "delphi_bpb", "--device", "cuda:7"], "--device 'cuda:7'"),
     ],
 )
 def test_bad_inputs_are_one_line_before_any_model_is_loaded(seeds_dir, tmp_path, capsys, args, expected):

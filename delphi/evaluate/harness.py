@@ -222,7 +222,9 @@ def evaluate(
     for row in rows:  # a group's own rows: the documents of its tasks
         if row["samples"] is None and row["task"] == name:
             row["samples"] = sum(n for task, n in samples.items() if task != name and n is not None) or None
-    rows.sort(key=lambda row: row["task"] != name)  # the task asked for first (a group's own before its tasks')
+    rows.sort(
+        key=lambda row: row["task"] != name
+    )  # the task asked for first (a group's own before its tasks')
     return {
         "rows": rows,
         "task_version": tasks.versions[name],

@@ -2,7 +2,7 @@
 
 A cell is one (run, checkpoint, task). Each finished cell is one small JSON file,
 `OUT/cells/{run}/{branch}/{task}.json`, written atomically with everything that decides its numbers (task
-config hash, limit, few-shot, batch size, BOS setting, task metadata); a rerun computes only the cells that
+lm_eval version, config hash, limit, few-shot, batch size, BOS setting, task metadata); a rerun computes only the cells that
 are missing or whose recorded settings differ from this call's (those are recomputed and replaced, never
 mixed). A checkpoint is loaded once for all its missing tasks; the harness' task objects are built once per
 sweep. The tidy table (`results.parquet`, `results.csv`) and one plot per task are rebuilt from the cells.
@@ -145,9 +145,10 @@ def cell_path(out: Path, source: str, branch: str, task: str) -> Path:
     return out / EVAL_CELLS_DIR / run_folder(source) / branch / f"{_slug(task)}.json"
 
 
-def _settings(options: Options, config_hash: str) -> dict:
+def _settings(options: Options, config_hash: str, version: str) -> dict:
     """Everything that decides a cell's numbers: a cell computed with other settings is not this cell."""
     return {
+        "lm_eval_version": version,
         "config_hash": config_hash,
         "limit": options.limit,
         "num_fewshot": options.num_fewshot,
@@ -188,12 +189,12 @@ def run_sweep(
     check_options(options)
     version = require_lm_eval()
     out = check_output_dir(out, what="--out")
+    from delphi.devices import resolve_device
+
+    device = resolve_device(options.device)  # default: the GPU when there is one; a device not here: refused
     plans = plan(inputs, steps, every)
     manager = task_manager(options.include_path, options.metadata, options.tasks)
     names = check_task_names(manager, options.tasks)
-    from delphi.devices import resolve_device
-
-    device = resolve_device(options.device or "cpu")
     tasks = load_tasks(manager, names, options.num_fewshot)
     computed = reused = 0
     for run in plans:
@@ -201,7 +202,9 @@ def run_sweep(
             todo = [
                 name
                 for name in names
-                if read_cell(cell_path(out, run.source, branch, name), _settings(options, tasks.hashes[name]))
+                if read_cell(
+                    cell_path(out, run.source, branch, name), _settings(options, tasks.hashes[name], version)
+                )
                 is None
             ]
             reused += len(names) - len(todo)
@@ -219,7 +222,7 @@ def run_sweep(
                     "source": run.source,
                     "branch": branch,
                     "task": name,
-                    "settings": _settings(options, tasks.hashes[name]),
+                    "settings": _settings(options, tasks.hashes[name], version),
                     "lm_eval_version": version,
                     "task_version": result["task_version"],
                     "dtype": str(model.dtype).removeprefix("torch."),
@@ -235,7 +238,7 @@ def run_sweep(
                 shown = f"{main['metric']} {main['value']:.4f}" if main else "no metric"
                 progress(f"{run.name} {branch} {name}: {shown} ({cell['seconds']:.1f} s)")
             del lm, model
-    rows = table_rows(plans, options, tasks, out)
+    rows = table_rows(plans, options, tasks, out, version)
     files = write_table(rows, out)
     files += write_plots(rows, plans, names, out)
     return {
@@ -255,7 +258,7 @@ def _tokenizer(source: str, branch: str):
     return AutoTokenizer.from_pretrained(where, revision=revision)
 
 
-def table_rows(plans: list[RunPlan], options: Options, tasks, out: Path) -> list[dict]:
+def table_rows(plans: list[RunPlan], options: Options, tasks, out: Path, version: str) -> list[dict]:
     """One row per (run, checkpoint, task, metric) of this sweep's cells."""
     rows = []
     for run in plans:
@@ -264,7 +267,7 @@ def table_rows(plans: list[RunPlan], options: Options, tasks, out: Path) -> list
             meta = run.metas[branch]
             for name in tasks.names:
                 cell = read_cell(
-                    cell_path(out, run.source, branch, name), _settings(options, tasks.hashes[name])
+                    cell_path(out, run.source, branch, name), _settings(options, tasks.hashes[name], version)
                 )
                 if cell is None:
                     continue
