@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/install_torch.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python scripts/install_torch.py
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,eval]"
 	touch $@
 
 # The embedded synthetic corpus: written once, byte-identical for the same seed and sizes.
@@ -130,7 +130,7 @@ test-compat:
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(COMPAT_VENV)/bin/python scripts/install_torch.py
-	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[dev,eval]"
 	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade "transformers<5.25" "accelerate<2"
 	$(COMPAT_VENV)/bin/python -c "import transformers, accelerate; print('test-compat: transformers', \
 		transformers.__version__, 'accelerate', accelerate.__version__)"

@@ -60,6 +60,8 @@ RESUME_VIEW_PREFIX = ".resume-"
 SHARED_MARKER_PREFIX = ".delphi-shared-"  # probes that every process sees the same out_dir
 RUN_LOG_FILE = "train.log"
 MAIN_BRANCH = "main"
+EVAL_CELLS_DIR = "cells"  # `delphi eval`'s finished cells: cells/{run}/{branch}/{task}.json
+EVAL_RESULTS = "results"  # `delphi eval`'s table: results.parquet and results.csv
 MANIFEST_FILE = "checkpoints.json"  # on a hub repo's `main`: every published checkpoint (delphi.hub.manifest)
 
 _STEP = re.compile(r"^step(\d+)$")

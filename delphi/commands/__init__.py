@@ -30,6 +30,9 @@ from delphi.commands import (
     validate,
     verify,
 )
+from delphi.commands import (
+    eval as eval_command,
+)
 from delphi.train import command as train
 
 # in the order of the pipeline, as `delphi --help` lists them
@@ -42,6 +45,7 @@ COMMANDS = {
     "generate": generate,
     "logprobs": logprobs,
     "curves": curves,
+    "eval": eval_command,
     "batches": batches,
     "dynamics": dynamics,
     "push": push,

@@ -178,6 +178,16 @@ def _value_problems(recipe: dict, where, search_dirs: list[str]) -> list[str]:
             "must look like 'entity/project' or 'project'",
         ),
     ]
+    evaluation = recipe.get("evaluation") or {}
+    checks += [
+        (
+            ("evaluation", "limit"),
+            (evaluation.get("limit") or 1) >= 1,
+            "must be a positive number of documents",
+        ),
+        (("evaluation", "num_fewshot"), (evaluation.get("num_fewshot") or 0) >= 0, "must be 0 or more"),
+        (("evaluation", "batch_size"), evaluation.get("batch_size", 1) >= 1, "must be at least 1"),
+    ]
     for key in ("init", "data"):
         seed = seeds.get(key, 0)
         checks.append((("seeds", key), 0 <= seed < 2**32, "must be in [0, 2**32)"))

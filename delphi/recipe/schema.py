@@ -48,6 +48,7 @@ EXECUTION_KEYS = frozenset(
         "mamba_scan",
         "fused_loss",
         "checkpoints",
+        "evaluation",
     }
 )
 EXECUTION_TRAINING_KEYS = frozenset(
@@ -130,6 +131,17 @@ class HubSection:
 
 
 @dataclass(frozen=True)
+class EvaluationSection:
+    """lm-evaluation-harness tasks run at every checkpoint on the model in memory (delphi.train.in_loop_eval);
+    limit, num_fewshot and batch_size mean what they mean to lm_eval. Not part of the run's identity."""
+
+    tasks: list[str] = field(default_factory=list)  # e.g. [delphi_bpb, delphi_minimal_pairs]; [] = none
+    limit: int | None = None  # the first N documents of each task
+    num_fewshot: int | None = None
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A fully merged, validated recipe. `to_dict()` is what gets saved with every checkpoint."""
 
@@ -151,6 +163,7 @@ class Recipe:
     hub: HubSection = field(default_factory=HubSection)
     wandb: str | None = None  # "entity/project" or "project"; None = no W&B
     callbacks: list[str] = field(default_factory=list)  # "pkg.mod:Class" TrainerCallback subclasses
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     # which parameters get training.weight_decay: transformers' groups (no norm weights, no biases), or
     # every parameter, as the original delphi suite did (it handed model.parameters() to AdamW)
     weight_decay_params: Literal[WEIGHT_DECAY_PARAMS] = "transformers"

@@ -198,6 +198,10 @@ def _prepare(setup: RunSetup, callbacks: list) -> _PreparedRun:
     use_fused_loss(model, recipe.fused_loss)  # before the Trainer reads the model's forward
     parameters = count_parameters(model)
     trainer = _make_trainer(setup, model, tokenizer, (train_ds, eval_ds), steps, callbacks, parameters)
+    if recipe.evaluation.tasks:  # lm-evaluation-harness tasks at every checkpoint (delphi.train.in_loop_eval)
+        from delphi.train.in_loop_eval import TaskEvaluation
+
+        trainer.add_callback(TaskEvaluation(trainer, recipe.evaluation))
     check_parallelism(args, trainer)
     _check_optimizer_and_schedule(trainer, total)
     _warn_about_warmup(args, total)  # once the learning rate is known to be valid
