@@ -99,7 +99,9 @@ def test_weights_are_the_same_with_the_ledger_on_or_off(stories_data, tmp_path):
     plain and fused loss, with accumulation)."""
     for fused in (False, True):
         on = train_tiny(stories_data, tmp_path, f"on{fused}", fused_loss=fused, micro_batch_size=4)
-        off = train_tiny(stories_data, tmp_path, f"off{fused}", fused_loss=fused, micro_batch_size=4, ledger=False)
+        off = train_tiny(
+            stories_data, tmp_path, f"off{fused}", fused_loss=fused, micro_batch_size=4, ledger=False
+        )
         a, b = (load_file(r / "step4" / "model.safetensors") for r in (on, off))
         assert all(torch.equal(a[k], b[k]) for k in b), f"fused={fused}"
         assert not (off / "ledger").exists() and len(ledger.parts(on)) == 4

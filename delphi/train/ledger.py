@@ -140,7 +140,9 @@ def truncate(out_dir: str | os.PathLike, step: int) -> list[str]:
         else:
             table = pq.read_table(path)
             table = table.filter(pc.less_equal(table.column("step"), step))
-            atomic.write_atomically(path.with_name(part_name(first, step)), lambda t: _write_table(t, table))
+            atomic.write_atomically(
+                path.with_name(part_name(first, step)), lambda t, kept=table: _write_table(t, kept)
+            )
             path.unlink(missing_ok=True)
         changed.append(path.name)
     return changed
@@ -204,7 +206,9 @@ def read(out_dir: str | os.PathLike, *, steps=None, indices=None, up_to: int | N
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def estimate_size(sequences: int, epochs: int, batch: int = 256, seed: int = 0, sample_steps: int = 400) -> int:
+def estimate_size(
+    sequences: int, epochs: int, batch: int = 256, seed: int = 0, sample_steps: int = 400
+) -> int:
     """Bytes on disk of the ledger of `epochs` epochs over `sequences` sequences at global batch `batch`,
     measured by writing `sample_steps` steps of realistic rows (random order, losses 1..5) and scaling."""
     import tempfile

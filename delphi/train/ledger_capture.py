@@ -25,7 +25,9 @@ from transformers import TrainerCallback
 from delphi.train import ledger as store
 
 SEQUENCE_INDEX = "sequence_index"  # the batch key of each row's train-split index
-RECORDER_ATTRIBUTE = "delphi_sequence_losses"  # where the model carries its recorder (the fused path reads it)
+RECORDER_ATTRIBUTE = (
+    "delphi_sequence_losses"  # where the model carries its recorder (the fused path reads it)
+)
 
 
 class IndexedRows(torch.utils.data.Dataset):
