@@ -10,8 +10,10 @@ the target is >= 0.95 on CPU and >= 0.9 on a GPU. Each is timed from the end of 
 to the end of its last step, so the Trainer's work between steps (logging, callbacks) counts.
 Beside it, the same trainer with the training ledger on (`ledger: true`) and its cost in tokens/s
 (target: at most 2%). With --repeats R the three runs alternate R times: each tokens/s is the median, the
-ledger's cost the median of the R paired costs (ledger on against the trainer run just before it), with
-their range.
+ledger's cost the median of the R paired costs (ledger on against the trainer run beside it, the two in
+alternating order), with their range. On a shared machine that range is wider than 2%; the line after
+the table measures the ledger's own work precisely: one forward and backward of the same batch with the
+ledger's loss recording on and off, interleaved (`ledger_loss_cost`).
 `--clock cpu` times each run by this process's CPU time instead of the wall clock: on a machine other
 jobs share, a run's wall time swings by 10-20% with their load, its CPU time (one torch thread) far less.
 """
@@ -19,6 +21,7 @@ jobs share, a run's wall time swings by 10-20% with their load, its CPU time (on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -149,6 +152,38 @@ def delphi_trainer(
     return timer.marks
 
 
+def ledger_loss_cost(recipe, *, batch: int, seq_len: int, device: str, fused: bool, pairs: int = 40) -> tuple:
+    """(median seconds off, on, mean cost): a training forward + backward of one batch with the ledger's
+    per-sequence loss recording (delphi.train.ledger_capture) off and on, interleaved, `clock` timed."""
+    from delphi.train.ledger_capture import attach_recorder
+
+    model = build_model(recipe.model, seed=recipe.seeds.init).to(device)
+    use_fused_loss(model, fused)
+    recorder = attach_recorder(model)
+    model.train()
+    ids = torch.randint(3, recipe.model.get("vocab_size", 4096), (batch, seq_len), device=device)
+    items = torch.tensor(batch * (seq_len - 1), device=device)
+
+    def one(on: bool) -> float:
+        started = clock()
+        with recorder.recording() if on else contextlib.nullcontext():
+            loss = model(input_ids=ids, labels=ids, num_items_in_batch=items).loss
+        recorder.take()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return clock() - started
+
+    for _ in range(3):
+        one(False), one(True)
+    off, on = [], []
+    for i in range(pairs):
+        for flag in (False, True) if i % 2 else (True, False):
+            (on if flag else off).append(one(flag))
+    return median(off), median(on), sum(on) / sum(off) - 1
+
+
 def recipe_path(name: str) -> Path:
     """A recipe file, or a name of recipes/stories/."""
     return Path(name) if name.endswith(".yaml") else REPO / "recipes" / "stories" / f"{name}.yaml"
@@ -215,15 +250,9 @@ def main() -> None:
             raw, ours, ledger = [], [], []
             for _ in range(args.repeats):  # alternating, so a slow patch of a shared machine hits all three
                 raw.append(tok / span(raw_loop(recipe, data, **kw), args.warmup))
-                ours.append(
-                    tok / span(delphi_trainer(recipe, data, fused=args.fused_loss, **kw), args.warmup)
-                )
-                ledger.append(
-                    tok
-                    / span(
-                        delphi_trainer(recipe, data, fused=args.fused_loss, ledger=True, **kw), args.warmup
-                    )
-                )
+                for on in (False, True) if len(ours) % 2 else (True, False):  # alternating order
+                    ends = delphi_trainer(recipe, data, fused=args.fused_loss, ledger=on, **kw)
+                    (ledger if on else ours).append(tok / span(ends, args.warmup))
             raw_tps, our_tps, ledger_tps = median(raw), median(ours), median(ledger)
             costs = [1 - on / off for on, off in zip(ledger, ours, strict=True)]
             spread = f"{min(costs):.1%} .. {max(costs):.1%}"
@@ -232,6 +261,15 @@ def main() -> None:
                 f"{our_tps / raw_tps:>8.3f}{ledger_tps:>15,.0f}{median(costs):>13.1%}{spread:>18}",
                 flush=True,
             )
+            if not compile:
+                off, on, mean_cost = ledger_loss_cost(
+                    recipe, batch=args.batch, seq_len=args.seq_len, device=args.device, fused=args.fused_loss
+                )
+                print(
+                    f"{'':<24}ledger's own work in forward + backward ({mode}, 40 interleaved pairs): "
+                    f"{off * 1e3:.1f} ms off, {on * 1e3:.1f} ms on (medians), cost {mean_cost:+.2%} (means)",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import torch
 from numerics import check
 from safetensors.torch import load_file
-from tiny import write_recipe
+from tiny import MAMBA_MODEL, MODEL, write_recipe
 
 from delphi.layout import list_checkpoints, read_checkpoint_meta
 from delphi.train import ledger
@@ -51,15 +51,17 @@ RECOMPUTE_RTOL = 1e-5
 
 
 @pytest.mark.numerics
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
-def test_each_rows_loss_is_a_recomputation_with_that_steps_weights(stories_data, tmp_path, fused):
+@pytest.mark.parametrize(
+    "fused,model", [(True, MODEL), (False, MODEL), (True, MAMBA_MODEL)], ids=["fused", "plain", "mamba"]
+)
+def test_each_rows_loss_is_a_recomputation_with_that_steps_weights(stories_data, tmp_path, fused, model):
     """Rows of a run checkpointed at every step, with 2 accumulated micro-batches a step, against each
     sequence's loss recomputed alone from the weights before the step (step{s-1}; the seed's init for step 1)."""
     from delphi.models import build_model
     from delphi.recipe import load_recipe
     from delphi.train.data import load_token_split
 
-    run = train_tiny(stories_data, tmp_path, "run", micro_batch_size=4, fused_loss=fused)
+    run = train_tiny(stories_data, tmp_path, "run", micro_batch_size=4, fused_loss=fused, model=model)
     recipe = load_recipe([tmp_path / "run.yaml"])
     train = load_token_split(recipe.data.path, "train")
     rows = ledger_rows(run)
@@ -72,7 +74,7 @@ def test_each_rows_loss_is_a_recomputation_with_that_steps_weights(stories_data,
     assert len(rows) == len(steps) * recipe.batch_size
     assert {e for e, _ in rows.values()} == {0}
 
-    model = build_model(recipe.model, seed=recipe.seeds.init)  # the weights before step 1
+    model = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)  # before step 1
     worst, separation = 0.0, float("inf")
     for step in steps:
         if step > 1:
@@ -84,11 +86,12 @@ def test_each_rows_loss_is_a_recomputation_with_that_steps_weights(stories_data,
         logged = np.array([rows[(step, i)][1] for i in indices])
         worst = max(worst, float(np.max(np.abs(logged - recomputed) / np.abs(recomputed))))
         if 1 < step < steps[-1]:  # the weights after the step (step 1 has lr 0): a row from them is far off
-            after = build_model(recipe.model, seed=recipe.seeds.init)
+            after = build_model(recipe.model, seed=recipe.seeds.init, mamba_scan=recipe.mamba_scan)
             after.load_state_dict(load_file(run / f"step{step}" / "model.safetensors"), strict=False)
             after.eval()
             separation = min(separation, float(np.max(np.abs(_recompute(after, tokens) - logged) / logged)))
-    check(f"ledger loss vs recomputation ({'fused' if fused else 'plain'})", worst, RECOMPUTE_RTOL)
+    what = f"{recipe.model['architecture']}, {'fused' if fused else 'plain'}"
+    check(f"ledger loss vs recomputation ({what})", worst, RECOMPUTE_RTOL)
     assert separation > 100 * RECOMPUTE_RTOL, separation
     meta = read_checkpoint_meta(run / "step4")["ledger"]
     assert meta["rows"] == 4 * recipe.batch_size and (meta["first_step"], meta["last_step"]) == (1, 4)

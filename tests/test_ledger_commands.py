@@ -95,6 +95,21 @@ def test_batches_sequence_shows_its_loss_in_every_epoch(run, capsys):
     assert table["loss"] == [mine[s][1] for s in table["step"]]  # float32, as the ledger holds it
 
 
+def test_plot_draws_each_steps_spread(run, tmp_path, capsys):
+    from delphi.evaluate.ledger import step_quantiles
+
+    lines = cli(capsys, "ledger", run, "--plot", tmp_path / "figs" / "ledger.png")
+    assert lines == [f"plot -> {tmp_path / 'figs' / 'ledger.png'}"]
+    assert (tmp_path / "figs" / "ledger.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    steps, quantiles, mean = step_quantiles(run)
+    rows = held(run)
+    assert steps.tolist() == list(range(1, 13))
+    for k, step in enumerate(steps.tolist()):
+        losses = np.array([loss for (s, _), (_, loss) in rows.items() if s == step], dtype=np.float64)
+        assert quantiles[k, 1] == pytest.approx(np.median(losses)) and mean[k] == pytest.approx(losses.mean())
+        assert quantiles[k, 0] <= quantiles[k, 1] <= quantiles[k, 2]
+
+
 def test_bad_input_is_one_line(run, tmp_path, capsys):
     (tmp_path / "plain").mkdir()
     assert "has no training ledger" in cli_error(
@@ -107,6 +122,7 @@ def test_bad_input_is_one_line(run, tmp_path, capsys):
         assert f"{option} must be a whole number >= 1, got 0" in cli_error(
             capsys, ["ledger", str(run), option, "0"]
         )
+    assert "must end in .png" in cli_error(capsys, ["ledger", str(run), "--plot", str(tmp_path / "x.txt")])
     assert "--hardest must be a whole number >= 1, got -2" in cli_error(
         capsys, ["ledger", str(run), "--hardest", "-2"]
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from delphi.errors import DelphiError
+
 HELP = "the sequences a run found hardest or easiest at a step, from its training ledger"
 DESCRIPTION = (
     "Read a run's training ledger (recipe `ledger: true`: each trained sequence's loss at the step that "
     "trained on it, under the weights before that step's update) and list the K sequences with the highest "
     "(--hardest) or lowest (--easiest) loss at a step (default: the newest step it holds); --decode adds "
-    "their text."
+    "their text. --plot draws the spread of the per-sequence loss at every step."
 )
 
 
@@ -18,6 +20,9 @@ def add_arguments(parser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--hardest", type=int, metavar="K", help="the K sequences with the highest loss")
     which.add_argument("--easiest", type=int, metavar="K", help="the K sequences with the lowest loss")
+    which.add_argument(
+        "--plot", metavar="OUT.png", help="plot each step's per-sequence losses (median, 10-90%%, mean)"
+    )
     parser.add_argument(
         "--step", type=int, metavar="N", help="the optimizer step (default: the newest the ledger holds)"
     )
@@ -27,8 +32,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from delphi.evaluate.ledger import check_run, describe, format_ranked, rank_at_step
+    from delphi.evaluate.ledger import check_run, describe, format_ranked, plot_ledger, rank_at_step
 
+    if args.plot:
+        if args.step is not None or args.decode:
+            raise DelphiError("--plot draws every step: use it without --step and --decode")
+        path = check_run(args.run)
+        print(describe(path), file=sys.stderr)
+        print(f"plot -> {plot_ledger(path, args.plot)}")
+        return
     hardest = args.hardest is not None
     k = args.hardest if hardest else args.easiest
     path = check_run(args.run)

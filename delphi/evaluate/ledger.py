@@ -72,3 +72,46 @@ def format_ranked(table, texts: list[str] | None = None, *, max_text: int = 100)
             text = texts[rank].replace("\n", "\\n")
             line += "\t" + repr(text if len(text) <= max_text else text[:max_text] + "...")
         yield line
+
+
+def step_quantiles(
+    run: str | os.PathLike, quantiles=(0.1, 0.5, 0.9)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, quantiles of the per-sequence loss at each step [steps, len(quantiles)], mean loss at each step)."""
+    table = store.read(check_run(run))
+    steps = table.column("step").to_numpy().astype(np.int64)
+    loss = table.column("loss").to_numpy().astype(np.float64)
+    unique, starts = np.unique(steps, return_index=True)
+    groups = np.split(loss, starts[1:])
+    values = np.array([np.quantile(g, quantiles) for g in groups])
+    return unique, values, np.array([g.mean() for g in groups])
+
+
+def plot_ledger(run: str | os.PathLike, out_png: str | os.PathLike) -> Path:
+    """The spread of the per-sequence training loss at every step (median, 10-90% band, mean) into `out_png`."""
+    from matplotlib.figure import Figure
+
+    from delphi import atomic
+    from delphi.inputs import check_output_dir
+
+    out_png = Path(out_png)
+    if out_png.suffix.lower() != ".png":
+        raise DelphiError(f"--plot {str(out_png)!r} must end in .png")
+    check_output_dir(out_png.parent, what=f"--plot {str(out_png)!r}: its folder")
+    steps, values, mean = step_quantiles(run)
+    fig = Figure(figsize=(8, 5), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    ax.fill_between(
+        steps, values[:, 0], values[:, 2], alpha=0.25, linewidth=0, label="10-90% of the sequences"
+    )
+    ax.plot(steps, values[:, 1], linewidth=1.5, label="median")
+    ax.plot(steps, mean, linewidth=1, linestyle="--", label="mean (the step's loss)")
+    ax.set_xscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss of each sequence when trained on")
+    ax.set_title(f"training ledger of {Path(run).name}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_atomically(out_png, lambda temp: fig.savefig(temp, format="png"))
+    return out_png
