@@ -38,8 +38,9 @@ def run(args) -> None:
         if args.step is not None or args.decode:
             raise DelphiError("--plot draws every step: use it without --step and --decode")
         path = check_run(args.run)
+        written = plot_ledger(path, args.plot)
         print(describe(path), file=sys.stderr)
-        print(f"plot -> {plot_ledger(path, args.plot)}")
+        print(f"plot -> {written}")
         return
     hardest = args.hardest is not None
     k = args.hardest if hardest else args.easiest
