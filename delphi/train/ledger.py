@@ -18,6 +18,7 @@ Compact: int32 step, int16 epoch, int32 index (int64 past 2**31 sequences), floa
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -172,14 +173,24 @@ class LedgerSummary:
 
 def summary(out_dir: str | os.PathLike, up_to: int | None = None, *, held=None) -> LedgerSummary | None:
     """Rows, steps and bytes of the ledger up to `up_to` (from the parts' footers); None if it has none."""
-    import pyarrow.parquet as pq
-
     held = held_parts(out_dir, up_to) if held is None else held
     if not held:
         return None
-    rows = sum(pq.ParquetFile(path).metadata.num_rows for _, _, path in held)
-    size = sum(path.stat().st_size for _, _, path in held)
-    return LedgerSummary(rows, held[0][0], held[-1][1], len(held), size)
+    stats = [path.stat() for _, _, path in held]
+    rows = sum(
+        _rows(str(path), s.st_ino, s.st_mtime_ns, s.st_size)
+        for (_, _, path), s in zip(held, stats, strict=True)
+    )
+    return LedgerSummary(rows, held[0][0], held[-1][1], len(held), sum(s.st_size for s in stats))
+
+
+@functools.lru_cache(maxsize=65536)
+def _rows(path: str, inode: int, mtime_ns: int, size: int) -> int:
+    """Rows of a part, from its footer; cached by (path, inode, mtime, size): each checkpoint's summary reads
+    only the new part's footer."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def read(out_dir: str | os.PathLike, *, steps=None, indices=None, up_to: int | None = None):

@@ -177,6 +177,8 @@ class DelphiTrainer(Trainer):
         _check_train_dataset(train_dataset, seq_len)
         if not isinstance(ledger, bool):
             raise DelphiError(f"ledger must be true or false, got {ledger!r}")
+        if ledger and model is None:
+            raise DelphiError("ledger=True needs the model itself (model=...), not model_init")
         # the training ledger: each step's per-sequence losses, kept until the next checkpoint writes them
         self.ledger_rows = LedgerRows(attach_recorder(model)) if ledger else None
         # delphi's own callbacks first, so a user's on_save already sees the finished step{N} folder
