@@ -20,6 +20,8 @@
                            removed at the run's first checkpoint or end
   .resume-step{N}/         a resume view of step{N} for another process layout (delphi.train.resume)
   train.log                the run's output when a suite launched it (delphi.suite)
+  ledger/                  with `ledger: true`: each trained sequence's loss at each step (delphi.train.ledger);
+    steps{A}-{B}.parquet   one part per checkpoint interval: the rows of steps A..B
 ```
 
 A checkpoint is named by a *reference*: a step folder (`RUN/stepN`), a run directory (its newest checkpoint,
@@ -59,6 +61,7 @@ HUB_RESUME_DIR = ".hub-resume"  # a hub branch to resume from; removed once the 
 RESUME_VIEW_PREFIX = ".resume-"
 SHARED_MARKER_PREFIX = ".delphi-shared-"  # probes that every process sees the same out_dir
 RUN_LOG_FILE = "train.log"
+LEDGER_DIR = "ledger"  # the training ledger (delphi.train.ledger), one parquet part per checkpoint interval
 MAIN_BRANCH = "main"
 EVAL_CELLS_DIR = "cells"  # `delphi eval`'s finished cells: cells/{run}/{branch}/{task}.json
 EVAL_RESULTS = "results"  # `delphi eval`'s table: results.parquet and results.csv
@@ -72,7 +75,7 @@ _RESUME_STATE = re.compile(r"^(optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_
 # everything a run writes into its out_dir (other files there, e.g. a suite's log, are not the run's)
 _RUN_ENTRY = re.compile(
     rf"^({re.escape(RECIPE_FILE)}|step\d+|checkpoint-\d+|\.step\d+\.(tmp|old)"
-    rf"|{re.escape(HUB_STAGING_DIR)}|{re.escape(HUB_PUSH_STAGING_DIR)})$"
+    rf"|{re.escape(HUB_STAGING_DIR)}|{re.escape(HUB_PUSH_STAGING_DIR)}|{re.escape(LEDGER_DIR)})$"
 )
 
 

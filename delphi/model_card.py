@@ -107,4 +107,20 @@ The fully resolved recipe this run was trained with (`recipe.yaml` in this revis
 
 `checkpoint.json` holds this step's metrics, `trainer_state.json` the training log so far and
 `run_context.json` the package versions and hardware.
+{_ledger_section(meta.get("ledger"))}"""
+
+
+def _ledger_section(ledger) -> str:
+    """The card's section on the run's training ledger (`checkpoint.json`'s `ledger`), or nothing."""
+    if not isinstance(ledger, dict) or not ledger.get("rows"):
+        return ""
+    return f"""
+## Training ledger
+
+This run kept a training ledger: `{ledger.get("dir", "ledger")}/` in this revision holds
+{_fmt(ledger.get("rows"), ",")} rows for steps {_fmt(ledger.get("first_step"))} to {_fmt(ledger.get("last_step"))}, one for every
+sequence each optimizer step trained on: `step`, `epoch`, `index` (the sequence's row in the train split) and
+`loss` (its mean next-token loss under the weights before that step's update). Parquet, one file per
+checkpoint interval ({_fmt(ledger.get("bytes"), ",")} bytes); read it with
+`pandas.read_parquet("{ledger.get("dir", "ledger")}")` or `delphi ledger RUN --hardest K`.
 """

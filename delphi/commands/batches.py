@@ -38,7 +38,8 @@ def add_arguments(parser) -> None:
         type=int,
         nargs="+",
         metavar="INDEX",
-        help="train-split index of a sequence: list every step (over all epochs) that trained on it",
+        help="train-split index of a sequence: list every step (over all epochs) that trained on it, with "
+        "its loss there when the run has a training ledger",
     )
     parser.add_argument(
         "--decode", action="store_true", help="add the text of each sequence (recipe's tokenizer)"
@@ -62,6 +63,7 @@ def run(args) -> None:
     from delphi.evaluate.batches import (
         describe,
         format_rows,
+        ledger_losses,
         load_plan,
         load_source_recipe,
         parse_steps,
@@ -98,14 +100,16 @@ def run(args) -> None:
             for line in lines:
                 print(line)
         return
+    losses = None
     if args.sequence:
         rows = plan.sequence_steps(args.sequence)
         unseen = sorted(set(args.sequence) - set(rows[2].tolist()))
         if unseen:
             print(f"never trained on in the run's {plan.total_steps} steps: {unseen}", file=sys.stderr)
+        losses = ledger_losses(args.source, recipe, rows)
     else:
         rows = rows_for_steps(plan, parse_steps(args.steps or "all", plan.total_steps))
-    batches = row_batches(rows, dataset, tokens=not args.no_tokens, tokenizer=tokenizer)
+    batches = row_batches(rows, dataset, tokens=not args.no_tokens, tokenizer=tokenizer, losses=losses)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         count = atomic.write_parquet(args.out, batches)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -226,10 +227,33 @@ def rows_for_steps(plan: BatchPlan, steps) -> tuple[np.ndarray, np.ndarray, np.n
     )
 
 
+def ledger_losses(source, recipe, rows) -> np.ndarray | None:
+    """The loss of each row (step, position, index) in the run's training ledger (NaN where it holds none),
+    or None when the run (the `source` directory, or a recipe's `out_dir`) has no ledger."""
+    from delphi.evaluate.ledger import describe, sequence_losses
+    from delphi.train import ledger
+
+    run = Path(source) if Path(source).is_dir() else Path(recipe.out_dir)
+    if ledger.summary(run) is None:
+        return None
+    step, _, index = rows
+    held = sequence_losses(run, np.unique(index))
+    print(describe(run), file=sys.stderr)
+    return np.array(
+        [held.get((s, i), np.nan) for s, i in zip(step.tolist(), index.tolist(), strict=True)], np.float32
+    )
+
+
 def row_batches(
-    rows: tuple[np.ndarray, np.ndarray, np.ndarray], dataset=None, *, tokens: bool = True, tokenizer=None
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    dataset=None,
+    *,
+    tokens: bool = True,
+    tokenizer=None,
+    losses: np.ndarray | None = None,
 ) -> Iterator:
-    """pyarrow RecordBatches with columns step, position, index[, tokens][, text], in chunks."""
+    """pyarrow RecordBatches with columns step, position, index[, loss][, tokens][, text], in chunks;
+    `loss` (from the training ledger) when `losses` are given, null where the ledger holds none."""
     import pyarrow as pa
 
     step, position, index = rows
@@ -240,6 +264,8 @@ def row_batches(
             "position": pa.array(position[sl], pa.int32()),
             "index": pa.array(index[sl], pa.int64()),
         }
+        if losses is not None:
+            columns["loss"] = pa.array(losses[sl], pa.float32(), mask=np.isnan(losses[sl]))
         if tokens or tokenizer is not None:
             ids = read_tokens(dataset, index[sl])
             if tokens:
@@ -251,9 +277,12 @@ def row_batches(
 
 def format_rows(batches: Iterator, *, max_tokens: int = 12, max_text: int = 100) -> Iterator[str]:
     """A readable table of the rows (tokens and text shortened; `--out` keeps them whole)."""
-    yield "step\tposition\tindex\t" + "tokens / text"
+    header = False
     for batch in batches:
         data = batch.to_pydict()
+        if not header:
+            yield "step\tposition\tindex\t" + ("loss\t" if "loss" in data else "") + "tokens / text"
+            header = True
         for i in range(batch.num_rows):
             if "text" in data:
                 text = data["text"][i].replace("\n", "\\n")
@@ -265,4 +294,7 @@ def format_rows(batches: Iterator, *, max_tokens: int = 12, max_text: int = 100)
                 )
             else:
                 shown = ""
+            if "loss" in data:
+                loss = data["loss"][i]
+                shown = ("-" if loss is None else f"{loss:.4f}") + "\t" + shown
             yield f"{data['step'][i]}\t{data['position'][i]}\t{data['index'][i]}\t{shown}"

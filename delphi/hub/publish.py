@@ -1,4 +1,5 @@
-"""Publish checkpoints to the hub, each on its own branch `step{N}` (the final one also on `main`).
+"""Publish checkpoints to the hub, each on its own branch `step{N}` (the final one also on `main`), with the
+run's training ledger up to that step (`ledger/`) when it has one.
 
 One function does the work for both the in-training uploader and `delphi push`:
 `publish_checkpoint_to_hub` stages a checkpoint (hard links to its files, minus optimizer state
@@ -20,6 +21,7 @@ import queue
 import shutil
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from delphi.inputs import parse_hub_ref
 from delphi.layout import (
     HUB_RESUME_DIR,
     HUB_STAGING_DIR,
+    LEDGER_DIR,
     MAIN_BRANCH,
     MANIFEST_FILE,
     branch_name,
@@ -52,6 +55,12 @@ from delphi.layout import (
 from delphi.model_card import model_card
 
 log = logging.getLogger("delphi.hub")
+# huggingface_hub warns on each parquet file committed to a model repo ("you are about to commit a data
+# file"); a run's training ledger (ledger/*.parquet) belongs with its checkpoints on purpose. A filter on
+# that message alone, set once: the uploader runs in a thread, where catch_warnings() would race.
+warnings.filterwarnings(
+    "ignore", message="It seems that you are about to commit a data file", category=UserWarning
+)
 
 MAX_RETRY_WAIT = 300.0
 
@@ -71,8 +80,22 @@ def stage_checkpoint(
         target = staged / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         link_or_copy(path, target)
+    _stage_ledger(folder, staged)
     (staged / "README.md").write_text(model_card(folder, repo_id, is_final=is_final))
     return staged
+
+
+def _stage_ledger(folder: Path, staged: Path) -> None:
+    """The run's training ledger up to this checkpoint (its parts ending at or before the step), as
+    `ledger/` in the branch: each `step{N}` holds the rows of steps 1..N (delphi.train.ledger)."""
+    from delphi.train.ledger import parts
+
+    step = parse_step(folder.name)
+    held = [path for _, last, path in parts(folder.parent) if step is not None and last <= step]
+    if held:
+        (staged / LEDGER_DIR).mkdir()
+    for path in held:
+        link_or_copy(path, staged / LEDGER_DIR / path.name)
 
 
 @dataclass

@@ -49,6 +49,7 @@ EXECUTION_KEYS = frozenset(
         "fused_loss",
         "checkpoints",
         "evaluation",
+        "ledger",
     }
 )
 EXECUTION_TRAINING_KEYS = frozenset(
@@ -156,6 +157,9 @@ class Recipe:
     mamba_scan: Literal[SCAN_PATHS] = "auto"
     # the loss without the whole batch's logits in memory (delphi.train.loss); same loss and gradients
     fused_loss: bool = True
+    # keep each trained sequence's loss at each step in out_dir/ledger/ (delphi.train.ledger); an execution
+    # key: the weights are the same with it on or off, so a run may resume with it switched
+    ledger: bool = False
     seeds: Seeds = field(default_factory=Seeds)
     checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
     out_dir: str = "out/{name}"

@@ -43,8 +43,15 @@ def _fused_forward_loss(model, input_ids, labels, chunk_rows, kwargs):
     outputs = model.base_model(input_ids=input_ids, **kwargs)
     hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
     head = model.get_output_embeddings()
+    recorder = getattr(model, "delphi_sequence_losses", None)  # the training ledger's (ledger_capture)
     loss = causal_lm_loss(
-        hidden, head.weight, labels, head.bias, num_items_in_batch=num_items_in_batch, chunk_rows=chunk_rows
+        hidden,
+        head.weight,
+        labels,
+        head.bias,
+        num_items_in_batch=num_items_in_batch,
+        chunk_rows=chunk_rows,
+        recorder=recorder if recorder is not None and recorder.active else None,
     )
     return loss, outputs
 

@@ -40,7 +40,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     """sum over rows of CE(hidden @ weight.T + bias, targets) / denominator; gradients made in forward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, denominator, chunk_rows, need_grads):
+    def forward(ctx, hidden, weight, bias, targets, denominator, chunk_rows, need_grads, row_losses=None):
         need_h, need_w, need_b = (need_grads and n for n in ctx.needs_input_grad[:3])
         device_type = hidden.device.type
         # Under autocast the plain path runs the output projection (and its backward) in the autocast
@@ -72,7 +72,10 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 safe_t = torch.where(valid, t, 0).unsqueeze(1)
                 # the chunk's logits, log-softmaxed in fp32 as transformers' ForCausalLMLoss does
                 logp = torch.log_softmax(F.linear(h, w, b).to(loss_dtype), dim=1)
-                total -= torch.where(valid, logp.gather(1, safe_t).squeeze(1), 0.0).sum()
+                picked = torch.where(valid, logp.gather(1, safe_t).squeeze(1), 0.0)
+                total -= picked.sum()
+                if row_losses is not None:  # each row's own loss (the training ledger), 0 where ignored
+                    row_losses[start:end] = -picked
                 if not (need_h or need_w or need_b):
                     continue
                 # d(loss)/d(logits) = (softmax - onehot) * scale, 0 for ignored rows; in place, in logp
@@ -100,7 +103,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         gh = grad_h * factor.to(grad_h.dtype) if grad_h is not None else None
         gw = (grad_w * factor).to(w_dtype) if grad_w is not None else None
         gb = (grad_b * factor).to(b_dtype) if grad_b is not None else None
-        return gh, gw, gb, None, None, None, None
+        return gh, gw, gb, None, None, None, None, None
 
 
 def fused_linear_cross_entropy(
@@ -111,11 +114,13 @@ def fused_linear_cross_entropy(
     *,
     num_items_in_batch: torch.Tensor | int | None = None,
     chunk_rows: int | None = None,
+    row_losses: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of `hidden @ weight.T + bias` against `targets` (rows x hidden, rows), `-100` ignored.
 
     Sum divided by `num_items_in_batch` when given, else the mean over non-ignored targets (as
     `transformers`' `fixed_cross_entropy`). Holds one chunk of `chunk_rows` rows of logits at a time.
+    `row_losses` (a tensor of `rows` elements, optional) receives each row's loss (0 where ignored).
     """
     hidden = hidden.reshape(-1, hidden.shape[-1])
     targets = targets.reshape(-1).to(hidden.device)
@@ -129,7 +134,7 @@ def fused_linear_cross_entropy(
         denominator = num_items_in_batch
     rows = chunk_rows or chunk_rows_for(hidden.shape[0], weight.shape[1], weight.shape[0])
     return _FusedLinearCrossEntropy.apply(
-        hidden, weight, bias, targets, denominator, rows, torch.is_grad_enabled()
+        hidden, weight, bias, targets, denominator, rows, torch.is_grad_enabled(), row_losses
     )
 
 
@@ -141,12 +146,27 @@ def causal_lm_loss(
     *,
     num_items_in_batch: torch.Tensor | int | None = None,
     chunk_rows: int | None = None,
+    recorder=None,
 ) -> torch.Tensor:
     """transformers' `ForCausalLMLoss` on the logits `hidden @ weight.T + bias`, never all held at once.
 
     `hidden` is batch x seq x hidden, `labels` batch x seq; position t predicts label t+1 (shifted here).
+    `recorder` (delphi.train.ledger_capture.SequenceLossRecorder, optional) receives each sequence's loss.
     """
     targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
-    return fused_linear_cross_entropy(
-        hidden, weight, targets, bias, num_items_in_batch=num_items_in_batch, chunk_rows=chunk_rows
+    rows = None
+    if recorder is not None:
+        dtype = torch.promote_types(hidden.dtype, torch.float32)
+        rows = torch.empty(targets.numel(), dtype=dtype, device=hidden.device)
+    loss = fused_linear_cross_entropy(
+        hidden,
+        weight,
+        targets,
+        bias,
+        num_items_in_batch=num_items_in_batch,
+        chunk_rows=chunk_rows,
+        row_losses=rows,
     )
+    if recorder is not None:
+        recorder.add_token_losses(rows, targets.reshape(-1).to(rows.device), labels.shape[0])
+    return loss

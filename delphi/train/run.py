@@ -244,6 +244,7 @@ def _make_trainer(setup: RunSetup, model, tokenizer, datasets, steps, callbacks,
             keep_optimizer=recipe.checkpoints.keep_optimizer,
             data_order=recipe.data.order,
             weight_decay_params=recipe.weight_decay_params,
+            ledger=recipe.ledger,
         )
     except RuntimeError as e:  # a `report_to` integration whose package is missing
         raise DelphiError(_integration_error(e)) from e

@@ -11,14 +11,16 @@ What it changes, and why:
   `step{N}` folder (`delphi.train.checkpoints`), with resume state kept per `keep_optimizer`;
 - evaluation: the exact mean loss over every eval sequence (transformers weights the last, shorter
   batch as a full one), plus perplexity;
+- ledger (`ledger=True`): each trained sequence's loss at each step, from the step's own forward, written
+  to `out_dir/ledger/` at each checkpoint (`delphi.train.ledger`, `delphi.train.ledger_capture`);
 - logging: `tokens_seen` and `tokens_per_second` (training time only) next to Trainer's loss,
   learning rate and grad norm, through `Trainer.log`, so every tracker receives them; `mfu` too when
   the model's FLOPs per token and the device's peak are known (`delphi.train.flops`).
 
 Everything else is Trainer's: pass `TrainingArguments`, callbacks, `processing_class=tokenizer`.
 `args.save_strategy` and `args.eval_strategy` must be "no" (the schedule replaces them). Only public
-Trainer API is used (overridden: `get_train_dataloader`, `train`, `log`, `evaluate`, `evaluation_loop`,
-`prediction_step`).
+Trainer API is used (overridden: `get_train_dataloader`, `train`, `training_step`, `log`, `evaluate`,
+`evaluation_loop`, `prediction_step`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ from delphi.train.checkpoints import remove_unfinished_saves
 from delphi.train.data import as_model_inputs, collate_sequences
 from delphi.train.distributed import end_processes_at_exit
 from delphi.train.flops import mfu_inputs
+from delphi.train.ledger import truncate as truncate_ledger
+from delphi.train.ledger_capture import (
+    SEQUENCE_INDEX,
+    IndexedRows,
+    LedgerRows,
+    LedgerWriter,
+    attach_recorder,
+    with_sequence_index,
+)
 from delphi.train.resume import build_resume_view, needs_view, resume_view_dir
 from delphi.train.sampler import DeterministicEpochSampler
 
@@ -120,7 +131,8 @@ class DelphiTrainer(Trainer):
     recipe and run context; or a function returning it, called at each checkpoint), `keep_optimizer`
     ("latest": resume state only in the newest checkpoint; "all"; "none": checkpoints cannot be resumed
     from), `data_order` ("hash", or "delphi-v0.2": the released suite's order; see `delphi.train.sampler`)
-    and `weight_decay_params` ("transformers" or "all").
+    `weight_decay_params` ("transformers" or "all") and `ledger` (True: keep each trained sequence's loss
+    at each step in `out_dir/ledger/`; delphi.train.ledger).
     """
 
     def __init__(
@@ -134,6 +146,7 @@ class DelphiTrainer(Trainer):
         keep_optimizer: str = "latest",
         data_order: str = "hash",
         weight_decay_params: str = "transformers",
+        ledger: bool = False,
         train_dataset=None,
         eval_dataset=None,
         data_collator=None,
@@ -162,8 +175,15 @@ class DelphiTrainer(Trainer):
         self.data_order = data_order
         self.weight_decay_params = weight_decay_params
         _check_train_dataset(train_dataset, seq_len)
+        if not isinstance(ledger, bool):
+            raise DelphiError(f"ledger must be true or false, got {ledger!r}")
+        if ledger and model is None:
+            raise DelphiError("ledger=True needs the model itself (model=...), not model_init")
+        # the training ledger: each step's per-sequence losses, kept until the next checkpoint writes them
+        self.ledger_rows = LedgerRows(attach_recorder(model)) if ledger else None
         # delphi's own callbacks first, so a user's on_save already sees the finished step{N} folder
-        own = [ScheduleCallback(self), CheckpointFinalizer(self)]
+        # (the ledger's part is written before the checkpoint it belongs to is finalized)
+        own = [ScheduleCallback(self), *([LedgerWriter(self)] if ledger else []), CheckpointFinalizer(self)]
         super().__init__(
             model=model,
             args=args,
@@ -223,11 +243,14 @@ class DelphiTrainer(Trainer):
             size, self.data_seed, global_batch_size=self.global_batch_size, order=self.data_order
         )
         args = self.args
+        collate = self.data_collator
+        if self.ledger_rows is not None:  # each row's index travels with its batch (ledger_capture)
+            dataset, collate = IndexedRows(dataset), with_sequence_index(collate)
         loader = DataLoader(
             dataset,
             batch_size=args.per_device_train_batch_size,
             sampler=self.train_sampler,
-            collate_fn=self.data_collator,
+            collate_fn=collate,
             drop_last=args.dataloader_drop_last,
             num_workers=args.dataloader_num_workers,
             pin_memory=args.dataloader_pin_memory,
@@ -261,12 +284,17 @@ class DelphiTrainer(Trainer):
         if self.args.should_save:
             remove_unfinished_saves(out_dir)
         view = None
+        start_step = 0
         if resume_from_checkpoint:
             self._wall_offset = self._check_resumable(Path(resume_from_checkpoint))
+            start_step = int(read_checkpoint_meta(Path(resume_from_checkpoint)).get("step") or 0)
             view = self._resume_view(Path(resume_from_checkpoint))
             resume_from_checkpoint = str(view or resume_from_checkpoint)
         else:
             resume_from_checkpoint = None
+        if self.args.should_save:  # ledger rows of steps this run trains (again) go: every step once
+            truncate_ledger(out_dir, start_step)
+        self.accelerator.wait_for_everyone()
         self._train_started = time.perf_counter()
         try:
             return super().train(
@@ -318,6 +346,17 @@ class DelphiTrainer(Trainer):
                     f"{key}={value}; the data order would differ"
                 )
         return float(meta.get("wall_seconds") or 0.0)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Trainer's step; with the ledger, the per-sequence losses its forward computed are kept."""
+        if self.ledger_rows is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        indices = inputs.pop(SEQUENCE_INDEX)
+        recorder = self.ledger_rows.recorder
+        with recorder.recording():
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        self.ledger_rows.add(self.state.global_step + 1, indices, recorder.take())
+        return loss
 
     # ---- logging ----
 
@@ -413,9 +452,20 @@ class DelphiTrainer(Trainer):
             "eval_loss": evaluation.get("eval_loss"),
             "eval_perplexity": evaluation.get("eval_perplexity"),
             "eval": evaluation,
+            **self._ledger_meta(step),
             "wall_seconds": self._wall_offset + time.perf_counter() - self._train_started,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+    def _ledger_meta(self, step: int) -> dict:
+        """`{"ledger": ...}`: what the run's ledger holds up to this checkpoint (its part is already written)."""
+        if self.ledger_rows is None:
+            return {}
+        from delphi.train import ledger
+
+        held = [p for p in ledger.parts(self.args.output_dir) if p[1] <= step]
+        found = ledger.summary(self.args.output_dir, held=held)
+        return {"ledger": found.as_meta()} if found else {}
 
 
 def _check_train_dataset(dataset, seq_len: int) -> None:
