@@ -335,6 +335,23 @@ def test_the_evaluation_section_is_checked_and_not_part_of_the_run(stories_data,
     assert Recipe.identity_of(evaluated.to_dict()) == Recipe.identity_of(plain.to_dict())
 
 
+def test_a_recipe_with_tasks_is_refused_without_the_harness(stories_data, tmp_path):
+    """`delphi validate` (and so train and suite) names the extra before anything trains."""
+    recipe = evaluation_recipe(tmp_path, stories_data, "e", evaluation={"tasks": ["delphi_bpb"]})
+    code = (
+        "import sys; sys.modules['lm_eval'] = None\n"
+        "from delphi.cli import main\n"
+        f"main(['validate', {str(recipe)!r}])"
+    )
+    done = run_process([sys.executable, "-c", code])
+    assert done.returncode == 2, done.stderr
+    problem = next(line for line in done.stdout.splitlines() if "evaluation.tasks" in line)
+    assert 'pip install -e ".[eval]"' in problem and "Traceback" not in done.stderr
+    plain = write_recipe(tmp_path / "plain.yaml", stories_data, tmp_path / "run")
+    code = code.replace(repr(str(recipe)), repr(str(plain)))
+    assert run_process([sys.executable, "-c", code]).returncode == 0  # no tasks: no harness needed
+
+
 COUNT_EVALUATIONS = """
 import os
 from transformers import TrainerCallback

@@ -11,6 +11,7 @@ recipes with the same lines.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import typing
@@ -187,6 +188,11 @@ def _value_problems(recipe: dict, where, search_dirs: list[str]) -> list[str]:
         ),
         (("evaluation", "num_fewshot"), (evaluation.get("num_fewshot") or 0) >= 0, "must be 0 or more"),
         (("evaluation", "batch_size"), evaluation.get("batch_size", 1) >= 1, "must be at least 1"),
+        (
+            ("evaluation", "tasks"),
+            not evaluation.get("tasks") or importlib.util.find_spec("lm_eval") is not None,
+            'needs lm-evaluation-harness, which is not installed: pip install -e ".[eval]"',
+        ),
     ]
     for key in ("init", "data"):
         seed = seeds.get(key, 0)
