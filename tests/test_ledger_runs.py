@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from numerics import LOSS_DRIFT, assert_losses_agree
-from tiny import ENV, REPO, free_port, run_process, write_recipe
+from tiny import ENV, REPO, free_port, kill_training_after, run_process, write_recipe
 
 from delphi.layout import list_checkpoints
 from delphi.train import ledger
@@ -64,17 +63,7 @@ def test_sigkill_mid_run_and_resume_hold_every_step_once(stories_data, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
     env = {**ENV, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "delphi.train", str(killed)], env=env, cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 300
-    while not (tmp_path / "killed" / "step3").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
-        time.sleep(0.05)
-    time.sleep(0.5)  # somewhere in steps 4-7, maybe mid-save
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_training_after(killed, tmp_path / "killed" / "step3", env, pause=0.5)  # in steps 4-7
     assert [s for s, _ in list_checkpoints(tmp_path / "killed")][-1] < 12
 
     resumed = train_process(killed, tmp_path)

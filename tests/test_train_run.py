@@ -8,10 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,7 @@ import torch
 import yaml
 from numerics import assert_losses_agree, assert_weights_agree
 from safetensors.torch import load_file
-from tiny import MODEL, REPO, free_port, run_process, write_recipe
+from tiny import MODEL, REPO, free_port, kill_training_after, run_process, write_recipe
 
 from delphi.errors import DelphiError
 from delphi.layout import list_checkpoints, read_checkpoint_meta
@@ -143,17 +140,7 @@ def test_sigkill_and_resume_equals_uninterrupted(stories_data, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
     env_all = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "delphi.train", str(killed)], env=env_all, cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 300
-    while not (tmp_path / "killed" / "step10").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
-        time.sleep(0.05)
-    time.sleep(0.4)  # somewhere in steps 11-14, maybe mid-save
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_training_after(killed, tmp_path / "killed" / "step10", env_all, pause=0.4)  # in steps 11-14
     assert [s for s, _ in list_checkpoints(tmp_path / "killed")][-1] < 20
 
     resumed = run_process([sys.executable, "-m", "delphi.train", str(killed)], env)

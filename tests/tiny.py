@@ -5,7 +5,10 @@ command failed with one line, and a free port for a launcher."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -133,3 +136,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def kill_training_after(recipe: Path, checkpoint: Path, env: dict, *, pause: float) -> None:
+    """Start `python -m delphi.train recipe` and SIGKILL it `pause` seconds after `checkpoint` appears (in the
+    steps after it, maybe mid-save): what a crash or an out-of-memory kill leaves."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "delphi.train", str(recipe)], env=env, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not checkpoint.exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(pause)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
