@@ -284,7 +284,7 @@ def test_a_step_folder_or_model_folder_is_not_a_run(two_runs, tmp_path):
     run = two_runs[0]
     step = run / "step4"
     expected = (
-        f"is one checkpoint (a step folder); curves plots whole runs: pass its run directory {str(run)!r}"
+        f"is one checkpoint (a step folder); whole runs are read here: pass its run directory {str(run)!r}"
     )
     for call in (lambda: plot_curves([step], tmp_path / "c.png"), lambda: load_curve(step)):
         with pytest.raises(DelphiError, match=re.escape(f"{str(step)!r} {expected}")):

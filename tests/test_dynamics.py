@@ -4,6 +4,7 @@ against an independent computation from the checkpoint files; resumption, determ
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,7 +174,7 @@ def test_resumes_per_checkpoint_bitwise_and_a_new_probe_is_kept_apart(seeds_dir,
     first = pq.read_table(out / "dynamics.parquet")
     (cache,) = (out / CACHE).iterdir()
     files = sorted((cache / "runs").rglob("*.parquet"))
-    assert [f.name for f in files] == ["step1.parquet", "step4.parquet", "step8.parquet"]
+    assert [f.name.split("-")[0] for f in files] == ["step1", "step4", "step8"]
     stamps = {f: f.stat().st_mtime_ns for f in files}
 
     again = run_dynamics([seeds_dir / "tiny-seed0"], **kw)
@@ -200,6 +201,26 @@ def test_resumes_per_checkpoint_bitwise_and_a_new_probe_is_kept_apart(seeds_dir,
     np.testing.assert_array_equal(weights(table), weights(old))  # weights do not depend on the probe
     grads = lambda f: f[f["quantity"] == "grad"]["value"].to_numpy()  # noqa: E731
     assert not np.array_equal(grads(table), grads(old))  # gradients do
+
+
+def test_a_run_that_gained_a_checkpoint_is_measured_again(seeds_dir, stories_data, tmp_path):
+    """Numbers measured against an older final checkpoint (cka_final) are never mixed with newer ones."""
+    run = tmp_path / "run"
+    shutil.copytree(seeds_dir / "tiny-seed0", run)
+    (run / "step8").rename(tmp_path / "step8")  # the run as it was before its last checkpoint
+    kw = dict(probe=stories_data / "data", sequences=4, out_dir=tmp_path / "dyn", plots=[])
+    before = run_dynamics([run], **kw)
+    assert before.computed == 3 and value(
+        read(tmp_path / "dyn" / "dynamics.parquet"), step=4, layer=0, metric="cka_final"
+    ) == pytest.approx(1.0, abs=1e-12)
+    (tmp_path / "step8").rename(run / "step8")
+    after = run_dynamics([run], **kw)
+    assert (after.computed, after.skipped) == (4, 0)  # every step's cka_final has a new reference
+    fresh = run_dynamics([run], **(kw | {"out_dir": tmp_path / "fresh"}))
+    assert pq.read_table(tmp_path / "dyn" / "dynamics.parquet").equals(
+        pq.read_table(tmp_path / "fresh" / "dynamics.parquet")
+    )
+    assert fresh.computed == 4
 
 
 def test_sigkill_then_rerun_measures_only_what_is_missing(seeds_dir, stories_data, tmp_path):

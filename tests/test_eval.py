@@ -188,6 +188,19 @@ def test_changed_settings_or_task_config_recompute_a_cell(seeds_dir, tmp_path):
     assert cells(out) != first and len(cells(out)) == 2  # replaced in place, never two numbers for one cell
 
 
+@pytest.mark.slow
+def test_a_checkpoint_saved_again_under_its_name_is_evaluated_again(seeds_dir, tmp_path):
+    """A run retrained into its out_dir (--overwrite) or a branch pushed again: its cells are redone."""
+    run = tmp_path / "run"
+    shutil.copytree(seeds_dir / "tiny-seed0", run)
+    options = Options(tasks=["delphi_minimal_pairs"], limit=2)
+    assert run_sweep([str(run)], options, tmp_path / "eval", steps=[1, 2])["computed"] == 2
+    meta = run / "step2" / "checkpoint.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "saved_at": "2030-01-01T00:00:00+00:00"}))
+    again = run_sweep([str(run)], options, tmp_path / "eval", steps=[1, 2])
+    assert (again["computed"], again["reused"]) == (1, 1)
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [
@@ -333,6 +346,26 @@ def test_the_evaluation_section_is_checked_and_not_part_of_the_run(stories_data,
     )
     assert evaluated.evaluation.tasks == TASKS
     assert Recipe.identity_of(evaluated.to_dict()) == Recipe.identity_of(plain.to_dict())
+    # values the harness would read otherwise (limit 0 is "all documents" to lm_eval), refused on loading
+    for key, bad_value in (("limit", 0), ("num_fewshot", -1), ("batch_size", 0)):
+        bad = write_recipe(
+            tmp_path / "v.yaml", stories_data, tmp_path / "run", evaluation={"tasks": TASKS, key: bad_value}
+        )
+        with pytest.raises(DelphiError, match=f"evaluation.{key} in .* is {bad_value}"):
+            load_recipe([bad])
+    # a task the harness does not know: refused before the run builds anything, with the nearest name
+    from delphi.recipe import recipe_problems
+
+    typo = load_recipe(
+        [
+            write_recipe(
+                tmp_path / "t.yaml", stories_data, tmp_path / "run", evaluation={"tasks": ["delphi_bpbb"]}
+            )
+        ]
+    )
+    (problem,) = recipe_problems(typo, reach_hub=False)
+    assert "unknown task 'delphi_bpbb'" in problem and "delphi_bpb" in problem.split("did you mean")[1]
+    assert recipe_problems(evaluated, reach_hub=False) == []
 
 
 def test_a_recipe_with_tasks_is_refused_without_the_harness(stories_data, tmp_path):

@@ -2,7 +2,8 @@
 `.csv`): one row per (run, checkpoint, layer, component, quantity, metric).
 
 Resumable per checkpoint, like `delphi logprobs`: each checkpoint's rows are one parquet file written
-atomically (temp name, rename) under `DIR/.dynamics/{probe}/runs/{run}/{branch}.parquet`; a file that
+atomically (temp name, rename) under `DIR/.dynamics/{probe}/runs/{run}/{branch}-{fingerprint}.parquet`
+(`RunInfo.file_name`: the fingerprint covers the checkpoints its numbers depend on); a file that
 exists is a checkpoint done, so a killed run, rerun, measures only what is missing. `{probe}` is the
 probe's fingerprint (a hash of its token ids): another probe measures into another folder, so results of
 two probes are never mixed, and switching back finds the first one's results still there. The table is
@@ -12,7 +13,7 @@ What is held at once: one checkpoint being measured (model, gradients, its probe
 final checkpoint's activations (the reference of `cka_final`), and copies of the weights of the run's
 first checkpoint and of the previous one (for the relative distances). CKA across seeds is a second pass
 per recipe: for each step, the seeds' checkpoints of that step are loaded in turn, a forward pass each,
-and their block outputs kept until that step's CKAs are written (`{probe}/seeds/{recipe}/{branch}.parquet`):
+and their block outputs kept until that step's CKAs are written (`{probe}/seeds/{recipe}/{branch}-{fingerprint}.parquet`):
 seeds x layers x probe tokens x hidden floats (3 seeds of a 4-layer, 256-wide model on a 64 x 128 probe:
 3 x 4 x 8192 x 256 x 4 bytes = 100 MB).
 """
@@ -36,6 +37,7 @@ from delphi.errors import DelphiError
 from delphi.evaluate.curves import Curve, distinct_seeds, expand_runs, run_details
 from delphi.evaluate.sources import (
     ALL,
+    checkpoint_fingerprint,
     checkpoint_meta,
     hub_map,
     is_local,
@@ -75,6 +77,16 @@ class RunInfo:
         where = str(Path(self.source).expanduser().resolve()) if is_local(self.source) else self.source
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name)[:60]
         return f"{safe}-{hashlib.sha256(where.encode()).hexdigest()[:12]}"
+
+    def file_name(self, branch: str) -> str:
+        """A checkpoint's file in the cache, named by what its numbers depend on: the checkpoint itself, the
+        run's first checkpoint and the one before it (relative distances) and its final one (`cka_final`),
+        each by its checkpoint.json. A run that gained checkpoints since, or was retrained into the same
+        out_dir, measures again instead of mixing its old numbers with new ones."""
+        index = self.branches.index(branch)
+        depends = [branch, self.branches[0], self.branches[index - 1] if index else None, self.branches[-1]]
+        fingerprint = checkpoint_fingerprint(*(self.metas[b] if b else {} for b in depends))
+        return f"{branch}-{fingerprint}.parquet"
 
     @property
     def seq_len(self) -> int | None:
@@ -117,7 +129,11 @@ def read_run(source: str, steps: str | list[str]) -> RunInfo:
     recipe = recipe if isinstance(recipe, dict) else {}
     name = run_name(source, branches)
     details = run_details(source, branches[-1], recipe) if recipe else {}
-    metas = dict(zip(selected, hub_map(lambda b: checkpoint_meta(source, b), selected), strict=True))
+    # the selected checkpoints', and those their numbers depend on (see RunInfo.file_name)
+    needed = set(selected) | {branches[0], branches[-1]}
+    needed |= {branches[branches.index(b) - 1] for b in selected if branches.index(b) > 0}
+    needed = [b for b in branches if b in needed]
+    metas = dict(zip(needed, hub_map(lambda b: checkpoint_meta(source, b), needed), strict=True))
     curve = Curve(name=name, source=source, points=[], **details)
     return RunInfo(source, name, curve, recipe, branches, selected, metas)
 
@@ -163,7 +179,7 @@ def measure_run(run: RunInfo, probe: Probe, folder: Path, device: str) -> tuple[
 
     from delphi.dynamics.measure import measure, probe_pass, weights_of
 
-    todo = [b for b in run.selected if not (folder / f"{b}.parquet").is_file()]
+    todo = [b for b in run.selected if not (folder / run.file_name(b)).is_file()]
     if not todo:
         return 0, len(run.selected)
     folder.mkdir(parents=True, exist_ok=True)
@@ -184,7 +200,7 @@ def measure_run(run: RunInfo, probe: Probe, folder: Path, device: str) -> tuple[
             before = run.branches[index - 1]
             previous = held[1] if held and held[0] == before else _load_weights(run.source, before, device)
         rows = measure(model, measured, first=first, previous=previous, final=final)
-        atomic.write_parquet(folder / f"{branch}.parquet", [_rows_table(rows)])
+        atomic.write_parquet(folder / run.file_name(branch), [_rows_table(rows)])
         log.info("%s %s: measured (%d/%d)", run.name, branch, n + 1, len(todo))
         held = (branch, current)
         del model, measured
@@ -212,6 +228,11 @@ def _group_key(members: list[RunInfo]) -> str:
     return hashlib.sha256("|".join(sorted(m.key for m in members)).encode()).hexdigest()[:16]
 
 
+def seeds_file_name(members: list[RunInfo], branch: str) -> str:
+    """The cross-seed CKAs of one step, named by the seeds' checkpoints of that step (their checkpoint.json)."""
+    return f"{branch}-{checkpoint_fingerprint(*(m.metas.get(branch, {}) for m in members))}.parquet"
+
+
 def measure_seeds(members: list[RunInfo], probe: Probe, folder: Path, device: str) -> tuple[int, int]:
     """CKA of each block's output between the seeds of one recipe at each step they all have: per run,
     the mean over the other seeds (`cka_seeds`)."""
@@ -222,7 +243,7 @@ def measure_seeds(members: list[RunInfo], probe: Probe, folder: Path, device: st
     from delphi.dynamics.metrics import linear_cka
 
     shared = [b for b in members[0].selected if all(b in m.selected for m in members[1:])]
-    todo = [b for b in shared if not (folder / f"{b}.parquet").is_file()]
+    todo = [b for b in shared if not (folder / seeds_file_name(members, b)).is_file()]
     if not todo:
         return 0, len(shared)
     folder.mkdir(parents=True, exist_ok=True)
@@ -253,7 +274,7 @@ def measure_seeds(members: list[RunInfo], probe: Probe, folder: Path, device: st
                 "value": pa.array(values, pa.float64()),
             }
         )
-        atomic.write_parquet(folder / f"{branch}.parquet", [table])
+        atomic.write_parquet(folder / seeds_file_name(members, branch), [table])
         del outputs
     return len(todo), len(shared) - len(todo)
 
@@ -272,11 +293,11 @@ def gather(runs: list[RunInfo], cache: Path):
     for members in seed_groups(runs):
         folder = cache / "seeds" / _group_key(members)
         for m in members:
-            seeds_by_run[m.key] = {b: folder / f"{b}.parquet" for b in m.selected}
+            seeds_by_run[m.key] = {b: folder / seeds_file_name(members, b) for b in m.selected}
     parts = []
     for run, label in zip(runs, _labels(runs), strict=True):
         for branch in run.selected:
-            table = pq.read_table(cache / "runs" / run.key / f"{branch}.parquet")
+            table = pq.read_table(cache / "runs" / run.key / run.file_name(branch))
             seeds_file = seeds_by_run.get(run.key, {}).get(branch)
             if seeds_file is not None and seeds_file.is_file():
                 cka = pq.read_table(seeds_file).to_pydict()

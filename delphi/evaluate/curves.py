@@ -170,7 +170,7 @@ def _check_run(run: str) -> None:
     if (path / CONFIG_FILE).is_file():
         if parse_step(path.name) is not None:
             raise DelphiError(
-                f"{run!r} is one checkpoint (a step folder); curves plots whole runs: pass its run "
+                f"{run!r} is one checkpoint (a step folder); whole runs are read here: pass its run "
                 f"directory {str(path.parent)!r}"
             )
         raise DelphiError(f"{run!r} is a model folder outside any run; expected {RUNS_EXPECTED}")

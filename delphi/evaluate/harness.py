@@ -46,6 +46,7 @@ class Tasks:
     objects: dict[str, object] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
+    fewshot: dict[str, int | None] = field(default_factory=dict)  # the count used (None: tasks differ)
 
 
 def _include_paths(include_path) -> list[str]:
@@ -132,6 +133,8 @@ def load_tasks(manager, names: list[str], num_fewshot: int | None = None) -> Tas
             combined if len(members) == 1 else hashlib.sha256(combined.encode()).hexdigest()[:16]
         )
         tasks.versions[name] = ",".join(_task_version(m) for m in members)
+        counts = {task.get_config("num_fewshot") for task in _leaves(obj)}
+        tasks.fewshot[name] = counts.pop() if len(counts) == 1 else None
     return tasks
 
 

@@ -6,6 +6,7 @@ rules for references are `delphi.layout`'s.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -143,6 +144,14 @@ def checkpoint_meta(model: str | os.PathLike, branch: str) -> dict:
         return json.loads(text)
     except ValueError as e:
         raise DelphiError(f"checkpoint.json of {str(model)!r} branch {branch} is not valid JSON: {e}") from e
+
+
+def checkpoint_fingerprint(*metas: dict) -> str:
+    """A short hash of checkpoints' `checkpoint.json` (step, tokens, losses, when it was saved): what tells a
+    checkpoint from another saved under the same name (a run retrained with --overwrite into its out_dir, a
+    branch pushed again), so numbers measured on one are never taken for the other's."""
+    text = json.dumps(list(metas), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def run_name(model: str | os.PathLike, branches: list[str] | None = None) -> str:

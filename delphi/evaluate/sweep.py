@@ -31,6 +31,7 @@ from delphi.evaluate.harness import (
     task_manager,
 )
 from delphi.evaluate.sources import (
+    checkpoint_fingerprint,
     checkpoint_meta,
     hub_map,
     list_branches,
@@ -145,9 +146,11 @@ def cell_path(out: Path, source: str, branch: str, task: str) -> Path:
     return out / EVAL_CELLS_DIR / run_folder(source) / branch / f"{_slug(task)}.json"
 
 
-def _settings(options: Options, config_hash: str, version: str) -> dict:
-    """Everything that decides a cell's numbers: a cell computed with other settings is not this cell."""
+def _settings(options: Options, config_hash: str, version: str, meta: dict) -> dict:
+    """Everything that decides a cell's numbers, the checkpoint's `checkpoint.json` included: a cell
+    computed with other settings, or on another checkpoint saved under the same name, is not this cell."""
     return {
+        "checkpoint": checkpoint_fingerprint(meta),
         "lm_eval_version": version,
         "config_hash": config_hash,
         "limit": options.limit,
@@ -203,7 +206,8 @@ def run_sweep(
                 name
                 for name in names
                 if read_cell(
-                    cell_path(out, run.source, branch, name), _settings(options, tasks.hashes[name], version)
+                    cell_path(out, run.source, branch, name),
+                    _settings(options, tasks.hashes[name], version, run.metas[branch]),
                 )
                 is None
             ]
@@ -222,7 +226,7 @@ def run_sweep(
                     "source": run.source,
                     "branch": branch,
                     "task": name,
-                    "settings": _settings(options, tasks.hashes[name], version),
+                    "settings": _settings(options, tasks.hashes[name], version, run.metas[branch]),
                     "lm_eval_version": version,
                     "task_version": result["task_version"],
                     "dtype": str(model.dtype).removeprefix("torch."),
@@ -267,7 +271,8 @@ def table_rows(plans: list[RunPlan], options: Options, tasks, out: Path, version
             meta = run.metas[branch]
             for name in tasks.names:
                 cell = read_cell(
-                    cell_path(out, run.source, branch, name), _settings(options, tasks.hashes[name], version)
+                    cell_path(out, run.source, branch, name),
+                    _settings(options, tasks.hashes[name], version, run.metas[branch]),
                 )
                 if cell is None:
                     continue
@@ -284,7 +289,7 @@ def table_rows(plans: list[RunPlan], options: Options, tasks, out: Path, version
                             "step": int(meta.get("step", parse_step(branch))),
                             "tokens_seen": int(meta.get("tokens_seen") or 0),
                             **{k: row[k] for k in ("task", "metric", "value", "stderr", "samples")},
-                            "num_fewshot": options.num_fewshot,
+                            "num_fewshot": tasks.fewshot[name],
                             "limit": options.limit,
                             "lm_eval_version": cell["lm_eval_version"],
                             "task_version": cell["task_version"],

@@ -11,6 +11,7 @@ recipes with the same lines.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import os
 import re
@@ -183,16 +184,15 @@ def _value_problems(recipe: dict, where, search_dirs: list[str]) -> list[str]:
     checks += [
         (
             ("evaluation", "limit"),
-            (evaluation.get("limit") or 1) >= 1,
-            "must be a positive number of documents",
+            evaluation.get("limit") is None or evaluation["limit"] >= 1,
+            "must be a positive number of documents, or null for all",
         ),
-        (("evaluation", "num_fewshot"), (evaluation.get("num_fewshot") or 0) >= 0, "must be 0 or more"),
-        (("evaluation", "batch_size"), evaluation.get("batch_size", 1) >= 1, "must be at least 1"),
         (
-            ("evaluation", "tasks"),
-            not evaluation.get("tasks") or importlib.util.find_spec("lm_eval") is not None,
-            'needs lm-evaluation-harness, which is not installed: pip install -e ".[eval]"',
+            ("evaluation", "num_fewshot"),
+            evaluation.get("num_fewshot") is None or evaluation["num_fewshot"] >= 0,
+            "must be 0 or more, or null for each task's own",
         ),
+        (("evaluation", "batch_size"), evaluation.get("batch_size", 1) >= 1, "must be at least 1"),
     ]
     for key in ("init", "data"):
         seed = seeds.get(key, 0)
@@ -277,7 +277,27 @@ def recipe_problems(
             problems.append(str(e))
     problems += optimizer_value_problems(optimizer_values(recipe.training))
     problems += _reporting_problems(recipe.training.get("report_to"))
+    problems += _evaluation_problems(tuple(recipe.evaluation.tasks))
     return problems
+
+
+@functools.lru_cache(maxsize=16)
+def _evaluation_problems(tasks: tuple[str, ...]) -> list[str]:
+    """`evaluation.tasks` on this machine: lm-evaluation-harness installed, and each task known to it (the
+    nearest names otherwise), before a run builds its model (once per set of names: a suite shares them)."""
+    if not tasks:
+        return []
+    if importlib.util.find_spec("lm_eval") is None:
+        return [
+            'evaluation.tasks needs lm-evaluation-harness, which is not installed: pip install -e ".[eval]"'
+        ]
+    from delphi.evaluate.harness import check_task_names, task_manager
+
+    try:
+        check_task_names(task_manager(names=list(tasks)), list(tasks))
+    except DelphiError as e:
+        return [f"evaluation.tasks: {e}"]
+    return []
 
 
 def _reporting_problems(report_to: Any) -> list[str]:
