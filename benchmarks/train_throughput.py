@@ -3,7 +3,7 @@
     python benchmarks/train_throughput.py                       # llama2-100k and mamba-100k, CPU
     python benchmarks/train_throughput.py --models llama2-10m --batch 64 --steps 20   # e.g. on a GPU
     python benchmarks/train_throughput.py --models recipes/demo/llama2-demo.yaml --batch 32 --seq-len 128 \
-        --steps 40 --repeats 5 [--fused-loss]     # the demo model; the training ledger's cost
+        --steps 48 --warmup 4 --repeats 7 [--fused-loss]     # the demo model; the training ledger's cost
 
 On CUDA it runs bf16, eager and torch.compile. Prints tokens/s of each and the ratio trainer/raw;
 the target is >= 0.95 on CPU and >= 0.9 on a GPU. Each is timed from the end of its --warmup-th step

@@ -134,3 +134,26 @@ def _recompute(model, tokens: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         logits = model(input_ids=ids, use_cache=False).logits
     return sequence_losses(logits, ids).double().numpy()
+
+
+def test_rows_kept_between_checkpoints_survive_their_buffers_growing():
+    """An interval longer than the first buffer (1024 rows): every row comes back, in order, exactly."""
+    from accelerate import Accelerator
+
+    from delphi.train.ledger_capture import LedgerRows, SequenceLossRecorder
+
+    rows = LedgerRows(SequenceLossRecorder())
+    generator = torch.Generator().manual_seed(0)
+    steps, batches = range(1, 8), []
+    for step in steps:
+        indices = torch.randperm(10_000, generator=generator)[:300]
+        losses = torch.rand(300, generator=generator) * 5
+        rows.add(step, indices, losses)
+        batches.append((indices, losses))
+    step, index, loss = rows.gather(Accelerator(cpu=True))
+    assert step.tolist() == [s for s in steps for _ in range(300)]
+    assert index.tolist() == torch.cat([i for i, _ in batches]).tolist()
+    assert np.array_equal(loss, torch.cat([v for _, v in batches]).numpy())
+    assert rows.gather(Accelerator(cpu=True)) is None  # emptied; the next interval starts from nothing
+    rows.add(8, torch.tensor([3, 1]), torch.tensor([0.5, 0.25]))
+    assert [a.tolist() for a in rows.gather(Accelerator(cpu=True))] == [[8, 8], [3, 1], [0.5, 0.25]]
